@@ -1,0 +1,102 @@
+"""Self-describing checkpoints, written atomically and read with ``weights_only=True``.
+
+A checkpoint is a plain dict of named keys: the model's registry name and arguments, its weights, the
+preprocessing it was trained with, the decision threshold (and calibration), and - for training checkpoints -
+optimizer, scheduler, scaler, epoch, RNG state and metric history. ``predict``, ``evaluate``, ``serve`` and
+``export`` need nothing but its path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .models import create_model
+from .preprocess import Preprocess
+
+FORMAT = "fakeface-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable fakeface checkpoint."""
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DistributedDataParallel's ``.module`` and torch.compile's ``._orig_mod``."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def save_atomic(obj: dict, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, flush it to disk, then rename over ``path``.
+
+    A reader - or a run resumed after ``kill -9`` - sees the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def make_checkpoint(model: nn.Module, model_name: str, model_kwargs: dict, preprocess: Preprocess,
+                    **extra) -> dict:
+    """The inference part of a checkpoint; training adds optimizer state and history via ``extra``."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fakeface_version": __version__,
+        "model": {"name": model_name, "kwargs": dict(model_kwargs)},
+        "state_dict": unwrap_model(model).state_dict(),
+        "preprocess": preprocess.to_dict(),
+        "threshold": 0.5,
+        "threshold_policy": "default",
+        "temperature": 1.0,
+        **extra,
+    }
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint safely (``weights_only=True``) and check it is ours."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise CheckpointError(f"{path} is a folder without best.pt or last.pt")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a fakeface checkpoint (a facenet weights file goes to --init-weights)")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict) -> tuple[nn.Module, Preprocess]:
+    """Rebuild the model (eval mode, on CPU) and its preprocessing from a loaded checkpoint."""
+    model = create_model(ckpt["model"]["name"], **ckpt["model"]["kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, Preprocess.from_dict(ckpt["preprocess"])

@@ -1,0 +1,225 @@
+"""The ``fakeface`` command line: a thin Typer layer over the library's functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    help="Train, evaluate and use detectors of generated (GAN / deepfake) face images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Errors a user can fix: printed as one line, exit code 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def version_callback(value: bool):
+    if value:
+        typer.echo(f"fakeface {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+):
+    """fakeface: tells real face photos from generated ones."""
+
+
+@app.command()
+def train(
+    data: Annotated[str | None, typer.Option(help="Dataset: 140k layout, real/+fake/ folders or a CSV.")] = None,
+    out: Annotated[str | None, typer.Option(help="Run folder (checkpoints, logs, config).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config; command-line flags override it.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last finished epoch.")] = False,
+    model: Annotated[str | None, typer.Option(help="Backbone name from the model registry.")] = None,
+    init_weights: Annotated[
+        str | None, typer.Option(help="Local file of published backbone weights (facenet VGGFace2/CASIA .pt).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
+    schedule: Annotated[str | None, typer.Option(help="cosine, step or constant (after warm-up).")] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(help="Linear warm-up length in epochs.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Training crop size in pixels.")] = None,
+    resize: Annotated[str | None, typer.Option(help="Shorter side before cropping, or 'native'.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Data loader processes (default: one per spare core).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without improvement.")] = None,
+    monitor: Annotated[str | None, typer.Option(help="Metric that picks best.pt: val_auc, val_acc, val_loss.")] = None,
+    limit_train: Annotated[int | None, typer.Option(help="Train on a seeded subset of this many images.")] = None,
+    limit_valid: Annotated[int | None, typer.Option(help="Validate on a seeded subset of this many images.")] = None,
+):
+    """Train a detector; writes last.pt, best.pt, log.csv and config.yaml into --out."""
+    from .train import load_config
+    from .train import train as run_training
+
+    if resize is not None and resize != "native":
+        try:
+            resize = int(resize)
+        except ValueError:
+            raise fail(f"--resize takes a number of pixels or 'native', got {resize!r}") from None
+    overrides = dict(data=data, out=out, model=model, init_weights=init_weights, epochs=epochs,
+                     batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,
+                     weight_decay=weight_decay, image_size=image_size, resize=resize, workers=workers, seed=seed,
+                     device=device, precision=precision, patience=patience, monitor=monitor,
+                     limit_train=limit_train, limit_valid=limit_valid)
+    try:
+        cfg = load_config(config, overrides)
+        run_dir = run_training(cfg, resume=resume)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted: resume with  fakeface train --out {out or 'RUN'} --resume", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (or run folder: its best.pt).")],
+    data: Annotated[str, typer.Option(help="Dataset path (any layout train accepts).")],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, plots, report.html.")],
+    split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    workers: Annotated[int | None, typer.Option(help="Loader processes (default: one per spare core).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
+    limit: Annotated[int | None, typer.Option(help="Score only the first N images of the split.")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% intervals (0: none).")] = 1000,
+):
+    """Score a labelled split: metrics.json, predictions.csv, plots and a self-contained report.html."""
+    from .evaluate import evaluate as run_evaluation
+    from .evaluate import headline
+
+    try:
+        metrics = run_evaluation(checkpoint, data, out, split=split, batch_size=batch_size, workers=workers,
+                                 device=device, precision=precision, limit=limit, n_boot=bootstrap)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    typer.echo(headline(metrics))
+    if metrics["images"]["skipped"]:
+        typer.echo(f"skipped {metrics['images']['skipped']} unreadable file(s): listed in {out / 'metrics.json'}")
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (or run folder: its best.pt).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    workers: Annotated[int | None, typer.Option(help="Loader processes (default: one per spare core).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
+):
+    """Score images: P(fake) and a verdict per file; unreadable files get a row with the reason.
+
+    Exit code 0 when at least one image was scored, 1 when none could be, 2 on a usage error.
+    """
+    from .predict import Detector, expand_inputs, predict_paths
+
+    try:
+        detector = Detector(checkpoint, device=device, precision=precision)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    inputs = expand_inputs(paths)
+    if not inputs:
+        raise fail("no files found in the given paths")
+    scored = failed = 0
+    table_rows: list[dict] = []
+    writer = csv_file = None
+    if csv_out is not None:
+        import csv
+
+        csv_out.parent.mkdir(parents=True, exist_ok=True)
+        csv_file = open(csv_out, "w", newline="")  # noqa: SIM115 - closed below, streamed row by row
+        writer = csv.DictWriter(csv_file, fieldnames=["path", "p_fake", "pred", "error"], extrasaction="ignore")
+        writer.writeheader()
+    show_table = not json_out and len(inputs) <= 1000
+    progress = None
+    if len(inputs) > 64 and sys.stderr.isatty():
+        from .train import Progress
+
+        progress = Progress(len(inputs), "scoring", 1)
+    try:
+        for row in predict_paths(detector, inputs, batch_size, workers,
+                                 on_progress=(lambda n: progress.update(n, "")) if progress else None):
+            scored += row["error"] is None
+            failed += row["error"] is not None
+            if writer is not None:
+                writer.writerow(row)
+            if json_out:
+                import json
+
+                typer.echo(json.dumps({k: row[k] for k in ("path", "p_fake", "pred", "error")}))
+            elif show_table:
+                table_rows.append(row)
+            else:
+                p = "-" if row["p_fake"] is None else f"{row['p_fake']:.4f}"
+                typer.echo(f"{row['path']}\t{p}\t{row['pred'] or 'error: ' + row['error']}")
+    finally:
+        if progress:
+            progress.close()
+        if csv_file is not None:
+            csv_file.close()
+    if show_table:
+        _print_predictions(table_rows, detector.threshold)
+    typer.echo(f"{scored} scored, {failed} unreadable; threshold {detector.threshold:.3f} "
+               f"({detector.checkpoint.get('threshold_policy', 'default')})", err=True)
+    if scored == 0:
+        raise typer.Exit(1)
+
+
+def _print_predictions(rows: list[dict], threshold: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("path", overflow="fold")
+    table.add_column("P(fake)", justify="right")
+    table.add_column("verdict")
+    for r in rows:
+        if r["error"] is not None:
+            table.add_row(r["path"], "-", f"[yellow]error: {r['error']}[/]")
+        else:
+            style = "red" if r["pred"] == "fake" else "green"
+            table.add_row(r["path"], f"{r['p_fake']:.4f}", f"[{style}]{r['pred']}[/]")
+    Console(width=max(100, Console().width)).print(table)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A training run or evaluation folder.")],
+):
+    """Re-draw the plots (and report.html) of any run from its log.csv / predictions.csv."""
+    from .report import redraw_run
+
+    try:
+        written = redraw_run(run_dir)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    for path in written:
+        typer.echo(str(path))
+
+
+def run():  # pragma: no cover - `python -m fakeface`
+    sys.exit(app())

@@ -1,0 +1,323 @@
+"""Finding labelled face images on disk, and loading them without letting one bad file stop a run.
+
+Layouts read by :func:`discover` (labels always come from names, never from folder order):
+
+* the Kaggle "140k Real and Fake Faces" layout - ``real_vs_fake/{train,valid,test}.csv`` plus
+  ``real_vs_fake/real-vs-fake/{train,valid,test}/{real,fake}/`` - whether the path given is ``real_vs_fake/``,
+  its ``real-vs-fake/`` folder or the folder above; with the CSVs (their ``label`` is 1 = real: converted
+  here, once) or without;
+* any folder with ``real/`` and ``fake/`` (or CNNDetection's ``0_real/`` and ``1_fake/``), at any depth, with
+  or without ``train/valid/test`` levels;
+* a CSV manifest with a path column and a label column (``real``/``fake``; numeric labels mean 1 = fake,
+  except in the 140k CSVs whose ``label_str`` is read), an optional ``split`` column, any other columns kept
+  as metadata.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from . import CLASS_NAMES, FAKE, REAL
+from .augment import AugmentConfig, train_view
+from .images import DEFAULT_MAX_PIXELS, ImageLoadError, is_image_file, load_image
+from .preprocess import Preprocess, to_uint8_tensor
+
+SPLITS = ("train", "valid", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
+                 "validation": "valid", "test": "test", "testing": "test"}
+CLASS_DIRS = {"real": REAL, "0_real": REAL, "fake": FAKE, "1_fake": FAKE}
+LABEL_WORDS = {"real": REAL, "0_real": REAL, "fake": FAKE, "1_fake": FAKE}
+PATH_COLUMNS = ("path", "filepath", "file_path", "image_path", "image", "file", "filename")
+LABEL_COLUMNS = ("label_str", "label", "class", "target", "is_fake")
+UNLABELLED = -1
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; the message is one line saying what was found."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    label: int  # FAKE, REAL or UNLABELLED
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class DatasetIndex:
+    """Every split found under one root, and what was noticed on the way."""
+
+    root: Path
+    layout: str
+    splits: dict[str, list[Sample]]
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {split: class_counts(samples) for split, samples in self.splits.items()}
+
+    def describe(self) -> str:
+        parts = [f"{s}: {c['real']} real + {c['fake']} fake" for s, c in self.counts().items()]
+        return f"{self.root} ({self.layout}) - " + ("; ".join(parts) or "no images")
+
+
+def class_counts(samples: list[Sample]) -> dict[str, int]:
+    c = Counter(s.label for s in samples)
+    return {"real": c[REAL], "fake": c[FAKE]}
+
+
+# -- discovery ------------------------------------------------------------------------------------------------
+def discover(path: str | os.PathLike) -> DatasetIndex:
+    """Index the labelled images under ``path`` (a folder or a CSV manifest). Raises :class:`DataError`."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"dataset path does not exist: {root}")
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DataError(f"{root} is a file but not a CSV manifest")
+        index = _read_manifest(root)
+    else:
+        if (root / "real_vs_fake").is_dir() and not _class_dirs(root, depth=1):
+            root = root / "real_vs_fake"
+        if root.name == "real-vs-fake" and any((root.parent / f"{s}.csv").is_file() for s in SPLITS):
+            root = root.parent  # the CSVs beside it are the dataset's truth
+        csvs = {s: root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").is_file()}
+        if csvs and (root / "real-vs-fake").is_dir():
+            index = _read_140k_csvs(root, csvs)
+        else:
+            folder = root / "real-vs-fake" if (root / "real-vs-fake").is_dir() else root
+            index = _read_folders(folder)
+            if folder != root or root.name == "real-vs-fake":
+                index.root, index.layout = root, "140k-folders"
+    index.splits = {s: v for s, v in index.splits.items() if v}
+    if not index.splits:
+        raise DataError(
+            f"no labelled images found in {root}: expected real/ and fake/ folders (or 0_real/ and 1_fake/), "
+            "the 140k layout (real_vs_fake/ with train.csv ...), or a CSV manifest with path and label columns"
+        )
+    return index
+
+
+def _class_dirs(folder: Path, depth: int = 8) -> list[tuple[Path, int]]:
+    """Folders named like a class (real/, fake/, 0_real/, 1_fake/) under ``folder``, shallowest first."""
+    found = []
+    for dirpath, dirnames, _ in os.walk(folder):
+        rel_depth = len(Path(dirpath).relative_to(folder).parts)
+        keep = []
+        for d in sorted(dirnames):
+            label = CLASS_DIRS.get(d.lower())
+            if label is not None:
+                found.append((Path(dirpath) / d, label))
+            elif rel_depth + 1 < depth:
+                keep.append(d)
+        dirnames[:] = keep  # do not descend into class folders or past depth
+    return found
+
+
+def _images_under(folder: Path, notes: Counter) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            if is_image_file(name):
+                out.append(Path(dirpath) / name)
+            else:
+                notes[Path(name).suffix.lower() or name] += 1
+    return out
+
+
+def _read_folders(folder: Path) -> DatasetIndex:
+    ignored: Counter = Counter()
+    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in sorted(folder.iterdir())
+                  if d.is_dir() and d.name.lower() in SPLIT_ALIASES}
+    splits: dict[str, list[Sample]] = {}
+    for split, split_dir in (split_dirs or {"train": folder}).items():
+        samples = []
+        for class_dir, label in _class_dirs(split_dir):
+            samples += [Sample(str(p), label) for p in _images_under(class_dir, ignored)]
+        splits[split] = samples
+    notes = [f"ignored {n} non-image file(s) with suffix {s!r}" for s, n in ignored.items()]
+    return DatasetIndex(folder, "folders", splits, notes)
+
+
+def _parse_label(value: str, numeric_fake: int) -> int:
+    v = value.strip().lower()
+    if v in LABEL_WORDS:
+        return LABEL_WORDS[v]
+    if v in ("0", "1", "0.0", "1.0"):
+        return FAKE if int(float(v)) == numeric_fake else REAL
+    raise ValueError(f"label {value!r} is neither real/fake nor 0/1")
+
+
+def _read_rows(csv_path: Path) -> tuple[list[str], list[dict]]:
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            return list(reader.fieldnames or []), list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read CSV {csv_path}: {e}") from e
+
+
+def _samples_from_rows(csv_path: Path, rows: list[dict], columns: list[str], base: Path,
+                       notes: list[str]) -> list[tuple[str | None, Sample]]:
+    lower = {c.lower().strip(): c for c in columns if c}
+    path_col = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
+    label_col = next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
+    if path_col is None or label_col is None:
+        raise DataError(f"{csv_path}: need a path column ({'/'.join(PATH_COLUMNS)}) and a label column "
+                        f"({'/'.join(LABEL_COLUMNS)}); found columns {columns}")
+    split_col = lower.get("split")
+    meta_cols = [c for c in columns if c and c not in (path_col, label_col, split_col)]
+    # The 140k CSVs say label 1 = real; everything else we read says 1 = fake (CNNDetection's convention).
+    numeric_fake = 0 if {"label_str", "label"} <= set(lower) else 1
+    out, bad = [], 0
+    for row in rows:
+        try:
+            label = _parse_label(row[label_col] or "", numeric_fake)
+            if label_col == lower.get("label_str") and "label" in lower and row[lower["label"]].strip():
+                if _parse_label(row[lower["label"]], numeric_fake) != label:
+                    raise ValueError("label and label_str disagree")
+            rel = (row[path_col] or "").strip()
+            if not rel:
+                raise ValueError("empty path")
+        except (ValueError, KeyError, AttributeError):
+            bad += 1
+            continue
+        split = SPLIT_ALIASES.get((row.get(split_col) or "").strip().lower()) if split_col else None
+        meta = {c: row.get(c) for c in meta_cols}
+        out.append((split, Sample(str(base / rel), label, meta)))
+    if bad:
+        notes.append(f"{csv_path.name}: skipped {bad} row(s) with a missing path or an unreadable label")
+    return out
+
+
+def _read_140k_csvs(root: Path, csvs: dict[str, Path]) -> DatasetIndex:
+    notes: list[str] = []
+    splits = {}
+    for split, csv_path in csvs.items():
+        columns, rows = _read_rows(csv_path)
+        splits[split] = [s for _, s in _samples_from_rows(csv_path, rows, columns, root / "real-vs-fake", notes)]
+    return DatasetIndex(root, "140k-csv", splits, notes)
+
+
+def _read_manifest(csv_path: Path) -> DatasetIndex:
+    notes: list[str] = []
+    columns, rows = _read_rows(csv_path)
+    base = csv_path.parent
+    if "label_str" in columns and (base / "real-vs-fake").is_dir():
+        base = base / "real-vs-fake"  # one of the 140k CSVs given directly
+    splits: dict[str, list[Sample]] = {}
+    for split, sample in _samples_from_rows(csv_path, rows, columns, base, notes):
+        splits.setdefault(split or "train", []).append(sample)
+    return DatasetIndex(csv_path, "manifest", splits, notes)
+
+
+# -- splits ---------------------------------------------------------------------------------------------------
+def split_off_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Seeded, stratified split of ``samples`` into (train, valid)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < fraction < 1:
+        raise DataError(f"validation fraction must be in (0, 1), got {fraction}")
+    labels = [s.label for s in samples]
+    counts = Counter(labels)
+    if len(counts) < 2 or min(counts.values()) < 2 or len(samples) * fraction < 2:
+        raise DataError(f"cannot split a validation set off {len(samples)} images ({dict(class_counts(samples))}): "
+                        "need at least 2 of each class")
+    train, valid = train_test_split(samples, test_size=fraction, random_state=seed, stratify=labels)
+    return sorted(train, key=lambda s: s.path), sorted(valid, key=lambda s: s.path)
+
+
+def require_both_classes(samples: list[Sample], what: str) -> None:
+    c = class_counts(samples)
+    if not samples:
+        raise DataError(f"{what} has no images")
+    missing = [name for name in CLASS_NAMES if c[name] == 0]
+    if missing:
+        raise DataError(f"{what} has only one class: {c['real']} real and {c['fake']} fake images")
+
+
+def write_split_csv(path: Path, splits: dict[str, list[Sample]]) -> None:
+    """Record exactly which file went to which split (for runs that made their own validation split)."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        for split, samples in splits.items():
+            w.writerows([s.path, CLASS_NAMES[s.label], split] for s in samples)
+    os.replace(tmp, path)
+
+
+def read_split_csv(path: Path) -> dict[str, list[Sample]]:
+    splits: dict[str, list[Sample]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            splits.setdefault(row["split"], []).append(Sample(row["path"], LABEL_WORDS[row["label"]]))
+    return splits
+
+
+# -- loading --------------------------------------------------------------------------------------------------
+class FaceDataset(Dataset):
+    """Samples -> uint8 image tensors. A file that fails to load becomes an item with an ``error``.
+
+    Training items get :func:`~fakeface.augment.train_view` with a per-sample RNG seeded by
+    (seed, epoch, index); evaluation items the deterministic ``preprocess.eval_tensor`` view.
+    """
+
+    def __init__(self, samples: list[Sample], preprocess: Preprocess, augment: AugmentConfig | None = None,
+                 seed: int = 0, max_pixels: int | None = DEFAULT_MAX_PIXELS, transform=None):
+        self.samples = samples
+        self.preprocess = preprocess
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.max_pixels = max_pixels
+        self.transform = transform  # optional extra PIL -> PIL step (robustness perturbations)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        item = {"index": index, "label": sample.label, "image": None, "error": None}
+        try:
+            img = load_image(sample.path, self.max_pixels)
+            if self.transform is not None:
+                img = self.transform(img, index)
+            if self.augment is not None:
+                rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
+                item["image"] = to_uint8_tensor(train_view(img, self.preprocess, self.augment, rng))
+            else:
+                item["image"] = self.preprocess.eval_tensor(img)
+        except ImageLoadError as e:
+            item["error"] = str(e)
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack the good items; report the broken ones as ``failures`` [(index, reason), ...]."""
+    good = [it for it in items if it["error"] is None]
+    return {
+        "image": torch.stack([it["image"] for it in good]) if good else torch.empty(0, 3, 1, 1, dtype=torch.uint8),
+        "label": torch.tensor([it["label"] for it in good], dtype=torch.float32),
+        "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
+        "failures": [(it["index"], it["error"]) for it in items if it["error"] is not None],
+    }
+
+
+def default_workers() -> int:
+    """Loader worker processes: one core per worker, leaving one to the model (at least 1, at most 8)."""
+    n = os.cpu_count() or 1
+    return max(1, min(8, n - 1))

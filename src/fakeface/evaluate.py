@@ -1,0 +1,86 @@
+"""Scoring a labelled split and writing metrics.json, predictions.csv, plots and report.html."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataError, discover
+from .metrics import bootstrap_ci, compute_metrics
+from .predict import Detector, predict_paths
+from .report import (
+    PLOT_FILES,
+    plot_evaluation,
+    plot_examples,
+    plot_training_curves,
+    select_examples,
+    write_predictions,
+    write_report,
+)
+from .train import write_epoch_log
+
+
+def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
+             split: str = "test", batch_size: int = 64, workers: int | None = None, device: str = "auto",
+             precision: str = "auto", limit: int | None = None, n_boot: int = 1000,
+             command: str | None = None, progress=None) -> dict:
+    """Score ``split`` of ``data`` with ``checkpoint``; write everything into ``out``; return the metrics."""
+    out = Path(out)
+    detector = Detector(checkpoint, device=device, precision=precision)
+    index = discover(data)
+    if split not in index.splits:
+        raise DataError(f"no {split!r} split in {index.describe()}; choose --split from {sorted(index.splits)}")
+    samples = index.splits[split]
+    if limit is not None:
+        samples = samples[:limit]
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows = list(predict_paths(detector, [s.path for s in samples], batch_size, workers,
+                              labels=[s.label for s in samples], on_progress=progress))
+    scored = [r for r in rows if r["error"] is None]
+    skipped = [{"path": r["path"], "reason": r["error"]} for r in rows if r["error"] is not None]
+    if not scored:
+        raise DataError(f"none of the {len(rows)} images of the {split} split could be read, "
+                        f"e.g. {skipped[0]['path']}: {skipped[0]['reason']}")
+    y = np.array([int(r["label"] == "fake") for r in scored])  # fake = 1, the positive class
+    p = np.array([r["p_fake"] for r in scored])
+
+    metrics = compute_metrics(y, p, detector.threshold)
+    metrics["bootstrap"] = bootstrap_ci(y, p, detector.threshold, n_boot=n_boot) if n_boot else {}
+    metrics["images"] = {"scored": len(scored), "skipped": len(skipped), "split": split}
+    metrics["skipped"] = skipped
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_predictions(out / "predictions.csv", scored)
+
+    plots = {}
+    history = detector.checkpoint.get("history")
+    if history:  # the training curves travel in the checkpoint, so any evaluation can show them
+        write_epoch_log(out / "log.csv", history)
+        plots.update(zip(("loss", "accuracy"), plot_training_curves(out / "log.csv", out)))
+    plots.update(plot_evaluation(y, p, detector.threshold, out))
+    plots["examples"] = plot_examples(select_examples(scored, n=16), out / PLOT_FILES["examples"])
+
+    description = {**detector.describe(), "data": index.describe(), "split": split,
+                   "positive class": "fake (label 1)"}
+    command = command or " ".join(shlex.quote(a) for a in ["fakeface", *sys.argv[1:]])
+    (out / "run.json").write_text(json.dumps({"description": description, "command": command}, indent=2,
+                                             default=str))
+    write_report(out, metrics, plots, description, command)
+    return metrics
+
+
+def headline(metrics: dict) -> str:
+    """One line of the numbers people look at first."""
+    def f(key):
+        v = metrics.get(key)
+        return "n/a" if v is None else f"{v:.4f}"
+    ci = metrics.get("bootstrap", {}).get("roc_auc")
+    auc = f("roc_auc") + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    return (f"accuracy {f('accuracy')}  ROC-AUC {auc}  precision {f('precision')}  recall {f('recall')}  "
+            f"F1 {f('f1')}  EER {f('eer')}  (n={metrics['n']}, fake = positive, threshold {metrics['threshold']:.3f})")
+

@@ -1,0 +1,95 @@
+"""Decoding images safely: one function every entry point (training, evaluation, prediction, the server) uses.
+
+Whatever comes in - a path, bytes or a file object - either becomes an RGB ``PIL.Image`` with its EXIF
+orientation applied, or raises :class:`ImageLoadError` with a one-line reason. Nothing here changes Pillow's
+global settings (no ``LOAD_TRUNCATED_IMAGES``, no ``MAX_IMAGE_PIXELS``): limits are checked per call.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# What we look for when walking folders. Anything else in a folder of images is reported, not guessed at.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+
+# 50 megapixels is ~7000x7000: far larger than any face photo we score, far smaller than a decompression
+# bomb (a 1 KB PNG can claim 100k x 100k pixels).
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class ImageLoadError(ValueError):
+    """An input that is not a usable image. ``str(error)`` is the one-line reason."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def load_image(
+    source: str | os.PathLike | bytes | BinaryIO, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Decode ``source`` into an RGB image, upright according to its EXIF orientation.
+
+    Handles grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit / float images. Raises
+    :class:`ImageLoadError` for empty, truncated, corrupt, non-image and over-sized inputs; the size check
+    reads only the header, so a decompression bomb is refused before its pixels are decoded.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageLoadError("empty file (0 bytes)")
+        fp: str | os.PathLike | BinaryIO = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        try:
+            size = os.path.getsize(source)
+        except OSError as e:
+            raise ImageLoadError(f"cannot read file: {e.strerror or e}") from e
+        if size == 0:
+            raise ImageLoadError("empty file (0 bytes)")
+        fp = source
+    else:
+        fp = source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageLoadError(
+                    f"image too large: {width}x{height} = {width * height:,} pixels "
+                    f"(limit {max_pixels:,})"
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageLoadError("not an image (unrecognised format)") from e
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(f"image too large: {e}") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageLoadError(f"corrupt or truncated image: {e}") from e
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB. 16-bit and float images are scaled to 0..255 by their range."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I") and arr.max(initial=0) > 255 else max(arr.max(initial=0), 1.0)
+        if img.mode == "F":
+            lo = arr.min(initial=0)
+            arr, top = arr - lo, max(arr.max(initial=0) - lo, 1e-12)
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")

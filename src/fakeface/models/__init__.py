@@ -1,0 +1,107 @@
+"""Model registry: backbones are created by name, and the name travels in the checkpoint.
+
+Each entry knows its default preprocessing (input size, normalisation) and how to load the published weights
+it was designed for, so a checkpoint needs nothing but ``{"name": ..., "kwargs": ...}`` to be rebuilt.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..preprocess import FACENET_MEAN, FACENET_STD, Preprocess
+from .inception_resnet_v1 import HEAD_PREFIXES as _IRV1_HEAD
+from .inception_resnet_v1 import InceptionResnetV1
+
+
+class WeightsError(ValueError):
+    """A weights file that does not fit the model; the message names the missing and unexpected keys."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    preprocess: Preprocess
+    head_prefixes: tuple[str, ...]
+    description: str
+    default_kwargs: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model with one output logit (P(fake) = sigmoid(logit))."""
+    entry = get_entry(name)
+    return entry.builder(**{**entry.default_kwargs, **kwargs})
+
+
+def default_preprocess(name: str) -> Preprocess:
+    return get_entry(name).preprocess
+
+
+def load_trunk_weights(model: nn.Module, name: str, path: str | os.PathLike) -> None:
+    """Load a published backbone file into everything but our head.
+
+    Every trunk key must be present with the right shape; the file's own classifier (e.g. facenet's
+    ``logits.*``) is dropped and missing ``num_batches_tracked`` counters are tolerated. Anything else raises
+    :class:`WeightsError` naming the keys.
+    """
+    entry = get_entry(name)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"weights file not found: {path}") from None
+    except Exception as e:  # pickle errors, truncated zip, ...
+        raise WeightsError(f"cannot read weights file {path}: {e}") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    is_head = lambda k: k.startswith(entry.head_prefixes)  # noqa: E731
+    trunk = {k: v for k, v in model.state_dict().items() if not is_head(k)}
+    given = {k: v for k, v in state.items() if not is_head(k)}
+    missing = [k for k in trunk if k not in given and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in given if k not in trunk]
+    wrong_shape = [f"{k} {tuple(given[k].shape)} != {tuple(v.shape)}" for k, v in trunk.items()
+                   if k in given and tuple(given[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong_shape:
+        def show(keys):
+            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "") if keys else "none"
+        raise WeightsError(
+            f"{path} does not fit {name}: missing keys: {show(missing)}; unexpected keys: {show(unexpected)}; "
+            f"wrong shapes: {show(wrong_shape)}"
+        )
+    model.load_state_dict(given, strict=False)
+
+
+register_model(ModelEntry(
+    name="inception_resnet_v1",
+    builder=InceptionResnetV1,
+    preprocess=Preprocess(input_size=160, resize=160, mean=FACENET_MEAN, std=FACENET_STD),
+    head_prefixes=_IRV1_HEAD,
+    description="Inception-ResNet-V1 (facenet-pytorch layout; loads facenet's VGGFace2/CASIA-WebFace weights)",
+    default_kwargs={"dropout": 0.6},
+))

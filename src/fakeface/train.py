@@ -1,0 +1,471 @@
+"""Training: ``train(config)`` runs (or resumes) one run folder; the CLI is a thin layer over it.
+
+A run folder holds ``config.yaml`` (the resolved config), ``last.pt`` and ``best.pt`` (atomic, self-describing
+checkpoints), ``log.csv`` (one row per epoch, re-written from the checkpoint's history so it never disagrees
+with it), ``train.log`` (messages, every skipped file) and, when the data had no validation split,
+``split.csv`` (which file went where). ``--resume`` after a kill - even ``kill -9`` mid-epoch - continues
+from the last finished epoch with the same numbering, history and random streams.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+
+from . import CLASS_NAMES
+from .augment import AugmentConfig
+from .checkpoint import load_checkpoint, make_checkpoint, save_atomic
+from .data import (
+    DataError,
+    FaceDataset,
+    class_counts,
+    collate,
+    default_workers,
+    discover,
+    read_split_csv,
+    require_both_classes,
+    split_off_validation,
+    write_split_csv,
+)
+from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from .inference import Scorer
+from .models import create_model, default_preprocess, load_trunk_weights
+from .preprocess import Normalize, Preprocess
+from .runtime import autocast, grad_scaler, resolve_device, resolve_precision
+
+log = logging.getLogger("fakeface")
+
+LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr", "seconds",
+               "images_per_s")
+MONITORS = {"val_auc": max, "val_acc": max, "val_loss": min}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Defaults <- ``--config`` YAML <- command-line flags."""
+
+    data: str | None = None
+    out: str = "runs/fakeface"
+    model: str = "inception_resnet_v1"
+    model_kwargs: dict = field(default_factory=dict)
+    init_weights: str | None = None  # a published backbone file (facenet's VGGFace2 / CASIA-WebFace .pt)
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"  # cosine | step | constant (after warm-up)
+    step_epochs: int = 5  # step schedule: multiply lr by step_gamma every step_epochs
+    step_gamma: float = 0.1
+    label_smoothing: float = 0.0
+    balance: bool = True  # weight the fake-class loss by n_real / n_fake
+    image_size: int | None = None  # training crop; None: the model's default
+    resize: int | str | None = None  # shorter side before cropping; "native" keeps resolution; None: = image size
+    eval_size: int | None = None  # evaluation centre crop; None: = image size
+    augment: dict = field(default_factory=dict)  # AugmentConfig fields
+    workers: int | None = None  # loader processes; None: one per spare core
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    channels_last: bool = True
+    val_fraction: float = 0.1  # used only when the data has no validation split
+    monitor: str = "val_auc"
+    patience: int | None = None  # early stopping: epochs without improvement
+    limit_train: int | None = None  # use a seeded subset (quick runs)
+    limit_valid: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    log_every: int = 20  # batches between plain progress lines when output is not a terminal
+
+    def __post_init__(self):
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {self.monitor!r}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError("label_smoothing must be in [0, 0.5)")
+        AugmentConfig.from_dict(self.augment)  # validates the keys now, not mid-run
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
+    """Defaults, then the YAML file, then the non-None ``overrides`` (the command-line flags)."""
+    d: dict = {}
+    if path:
+        with open(path) as f:
+            d = yaml.safe_load(f) or {}
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: a config file must be a mapping of option: value")
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(d)
+
+
+def resolve_preprocess(cfg: TrainConfig) -> Preprocess:
+    """The model's default preprocessing with this run's sizes."""
+    pre = default_preprocess(cfg.model)
+    size = cfg.image_size or pre.input_size
+    if cfg.resize == "native":
+        resize = None
+    elif cfg.resize is not None:
+        resize = int(cfg.resize)
+    else:
+        resize = size if cfg.image_size else pre.resize
+    return Preprocess.from_dict({**pre.to_dict(), "input_size": size, "resize": resize,
+                                 "eval_size": cfg.eval_size or pre.eval_size})
+
+
+# -- optimisation ---------------------------------------------------------------------------------------------
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and normalisation weights (1-d parameters)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine to ``min_lr``, step decay, or constant. ``step`` counts optimizer steps."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "cosine":
+        t = min(1.0, (step - warmup) / max(1.0, total - warmup))
+        floor = cfg.min_lr / cfg.lr
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+    return 1.0
+
+
+# -- the run --------------------------------------------------------------------------------------------------
+class Progress:
+    """A rich progress bar on a terminal; plain lines every ``every`` batches otherwise (logs, CI)."""
+
+    def __init__(self, total: int, desc: str, every: int):
+        self.total, self.desc, self.every, self.n, self.batches = total, desc, max(1, every), 0, 0
+        self.start = time.perf_counter()
+        self.bar = None
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+            self.task = self.bar.add_task(desc, total=total, info="")
+            self.bar.start()
+
+    def update(self, n: int, info: str) -> None:
+        self.n += n
+        self.batches += 1
+        if self.bar is not None:
+            self.bar.update(self.task, advance=n, info=info)
+        elif self.batches % self.every == 0 or self.n >= self.total:
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed / max(self.n, 1) * (self.total - self.n)
+            print(f"{self.desc} {self.n}/{self.total} {info} eta {eta:.0f}s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _subset(samples, limit, seed):
+    if limit is None or limit >= len(samples):
+        return samples
+    return sorted(random.Random(seed).sample(samples, limit), key=lambda s: s.path)
+
+
+def _loader(ds: FaceDataset, cfg: TrainConfig, shuffle: bool, device: torch.device, epoch: int = 0) -> DataLoader:
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
+                      pin_memory=device.type == "cuda", generator=g, drop_last=False,
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def _probe(samples, max_pixels, n=32) -> None:
+    """Stop at once, with one line, when the data is unusable - not after an epoch of errors."""
+    probe = random.Random(0).sample(samples, min(n, len(samples)))
+    errors = []
+    for s in probe:
+        try:
+            load_image(s.path, max_pixels)
+            return
+        except ImageLoadError as e:
+            errors.append(f"{s.path}: {e}")
+    raise DataError(f"none of {len(probe)} sampled training images could be read, e.g. {errors[0]}")
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in log.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def write_epoch_log(path: Path, history: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for row in history:
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in LOG_COLUMNS})
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train (or, with ``resume``, continue) the run in ``cfg.out``. Returns the run folder."""
+    run_dir = Path(cfg.out)
+    last_path = run_dir / "last.pt"
+    state = None
+    if resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
+        state = load_checkpoint(last_path)
+        saved = TrainConfig.from_dict(state["train_config"])
+        # Only how long to train may change on resume; everything else is the run's own.
+        saved.epochs, saved.patience = cfg.epochs, cfg.patience if cfg.patience is not None else saved.patience
+        saved.workers, saved.log_every = cfg.workers, cfg.log_every
+        cfg = saved
+    elif last_path.exists():
+        raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
+    if not cfg.data:
+        raise DataError("no training data given (--data PATH)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(run_dir)
+    try:
+        return _train(cfg, run_dir, state)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    # Data: the split is fixed at the first start and re-read on resume, so it cannot drift.
+    index = discover(cfg.data)
+    for note in index.notes:
+        log.info("data: %s", note)
+    split_file = run_dir / "split.csv"
+    if split_file.is_file():
+        splits = read_split_csv(split_file)
+        train_s, valid_s = splits.get("train", []), splits.get("valid", [])
+    elif "valid" in index.splits:
+        train_s, valid_s = index.splits.get("train", []), index.splits["valid"]
+    else:
+        if "train" not in index.splits:
+            raise DataError(f"no training split in {index.describe()}")
+        train_s, valid_s = split_off_validation(index.splits["train"], cfg.val_fraction, cfg.seed)
+        write_split_csv(split_file, {"train": train_s, "valid": valid_s})
+        log.info("no validation split in the data: held out %d images (seed %d), recorded in %s",
+                 len(valid_s), cfg.seed, split_file)
+    train_s = _subset(train_s, cfg.limit_train, cfg.seed)
+    valid_s = _subset(valid_s, cfg.limit_valid, cfg.seed)
+    require_both_classes(train_s, "the training split")
+    if not valid_s:
+        raise DataError("the validation split is empty")
+    _probe(train_s, cfg.max_pixels)
+    counts = class_counts(train_s)
+    log.info("data: %s", index.describe())
+    log.info("training on %d real + %d fake, validating on %d real + %d fake", counts["real"], counts["fake"],
+             *class_counts(valid_s).values())
+    monitor = cfg.monitor
+    if min(class_counts(valid_s).values()) == 0 and monitor == "val_auc":
+        log.warning("the validation split has one class only: ROC-AUC is undefined, selecting on val_loss")
+        monitor = "val_loss"
+
+    # Model and its preprocessing, defined once here and stored in every checkpoint.
+    preprocess = resolve_preprocess(cfg)
+    model = create_model(cfg.model, **cfg.model_kwargs)
+    if cfg.init_weights and state is None:
+        load_trunk_weights(model, cfg.model, cfg.init_weights)
+        log.info("loaded backbone weights from %s", cfg.init_weights)
+    model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    augment = AugmentConfig.from_dict(cfg.augment)
+    train_ds = FaceDataset(train_s, preprocess, augment, seed=cfg.seed, max_pixels=cfg.max_pixels)
+    valid_ds = FaceDataset(valid_s, preprocess, None, max_pixels=cfg.max_pixels)
+    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, cfg))
+    scaler = grad_scaler(device, precision)
+    pos_weight = torch.tensor(counts["real"] / counts["fake"] if cfg.balance else 1.0, device=device)
+    criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+    history: list[dict] = []
+    skipped: dict[str, str] = {}
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, skipped, start_epoch = state["history"], state.get("skipped", {}), state["epoch"]
+        _repair_best(run_dir, state)
+        log.info("resumed %s at epoch %d of %d", run_dir, start_epoch, cfg.epochs)
+
+    resolved = {**cfg.to_dict(), "resolved": {"device": str(device), "precision": precision,
+                                              "preprocess": preprocess.to_dict(), "monitor": monitor}}
+    with open(run_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(resolved, f, sort_keys=False)
+    log.info("model %s, %s, precision %s, input %d px", cfg.model, device, precision, preprocess.input_size)
+
+    better = MONITORS[monitor]
+    best = _best_so_far(history, monitor)
+    stale = 0 if best is None else start_epoch - best["epoch"]
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        if cfg.patience is not None and stale >= cfg.patience:
+            log.info("early stopping: %s has not improved for %d epochs", monitor, stale)
+            break
+        torch.manual_seed(cfg.seed * 1_000 + epoch)  # dropout etc.: the same stream when an epoch is re-run
+        train_ds.set_epoch(epoch)
+        t0 = time.perf_counter()
+        tr = train_one_epoch(model, _loader(train_ds, cfg, True, device, epoch), criterion, optimizer, scheduler,
+                             scaler, device, precision, cfg, epoch, preprocess)
+        va = validate(model, _loader(valid_ds, cfg, False, device), criterion, device, precision, cfg, preprocess)
+        for ds, fails in ((train_ds, tr.pop("failed")), (valid_ds, va.pop("failed"))):
+            for idx, reason in fails:
+                path = ds.samples[idx].path
+                if path not in skipped:
+                    skipped[path] = reason
+                    log.warning("skipped %s: %s", path, reason)
+        if tr["seen"] == 0:
+            raise DataError(f"no training image could be read in epoch {epoch} ({len(skipped)} files failed)")
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": va["loss"],
+               "val_acc": va["acc"], "val_auc": va["auc"], "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(seconds, 2), "images_per_s": round(tr["images_per_s"], 2)}
+        history.append(row)
+        improved = row[monitor] is not None and (
+            best is None or (row[monitor] != best[monitor] and better(row[monitor], best[monitor]) == row[monitor]))
+        if improved:
+            best, stale = row, 0
+        else:
+            stale += 1
+        ckpt = make_checkpoint(
+            model, cfg.model, cfg.model_kwargs, preprocess,
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+            epoch=epoch, history=history, best_epoch=best["epoch"], monitor=monitor, skipped=skipped,
+            train_config=cfg.to_dict(), data=str(index.root), classes=list(CLASS_NAMES),
+            rng={"torch": torch.get_rng_state(), "python": random.getstate()},
+        )
+        save_atomic(ckpt, run_dir / "last.pt")  # last first: see _repair_best
+        if improved:
+            save_atomic(ckpt, run_dir / "best.pt")
+        write_epoch_log(run_dir / "log.csv", history)
+        auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.4f}"
+        log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f auc %s | %.0fs, %.1f img/s%s",
+                 epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], auc,
+                 seconds, row["images_per_s"], "  * best" if improved else "")
+    if skipped:
+        log.warning("%d unreadable file(s) were skipped; listed in %s", len(skipped), run_dir / "train.log")
+    log.info("done: best epoch %s (%s %s) -> %s", best["epoch"] if best else "-", monitor,
+             best[monitor] if best else "-", run_dir / "best.pt")
+    return run_dir
+
+
+def _best_so_far(history: list[dict], monitor: str) -> dict | None:
+    rows = [r for r in history if r.get(monitor) is not None]
+    return MONITORS[monitor](rows, key=lambda r: r[monitor]) if rows else None
+
+
+def _repair_best(run_dir: Path, state: dict) -> None:
+    """A kill between writing last.pt and best.pt leaves best.pt one epoch behind: last.pt is then the best."""
+    best_path = run_dir / "best.pt"
+    if state.get("best_epoch") == state["epoch"]:
+        best_epoch = None
+        if best_path.is_file():
+            best_epoch = torch.load(best_path, map_location="cpu", weights_only=True).get("epoch")
+        if best_epoch != state["epoch"]:
+            save_atomic({k: v for k, v in state.items() if k != "path"}, best_path)
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, precision, cfg, epoch,
+                    preprocess) -> dict:
+    model.train()
+    normalize = Normalize(preprocess).to(device)
+    progress = Progress(len(loader.dataset), f"epoch {epoch}/{cfg.epochs}", cfg.log_every)
+    total_loss, correct, seen, failed = 0.0, 0, 0, []
+    t0 = time.perf_counter()
+    try:
+        for batch in loader:
+            failed += batch["failures"]
+            n = len(batch["index"])
+            if n == 0:
+                progress.update(len(batch["failures"]), "")
+                continue
+            x = normalize(batch["image"].to(device, non_blocking=True))
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = batch["label"].to(device, non_blocking=True)
+            target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
+            with autocast(device, precision):
+                logits = model(x).squeeze(1)
+            loss = criterion(logits.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += loss.item() * n
+            correct += ((logits.detach() >= 0).float() == y).sum().item()
+            seen += n
+            rate = seen / (time.perf_counter() - t0)
+            progress.update(n + len(batch["failures"]), f"loss {total_loss / seen:.4f} {rate:.1f} img/s")
+    finally:
+        progress.close()
+    elapsed = time.perf_counter() - t0
+    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "seen": seen,
+            "images_per_s": seen / max(elapsed, 1e-9), "failed": failed}
+
+
+def validate(model, loader, criterion, device, precision, cfg, preprocess) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    scores = Scorer(model, preprocess, device, precision, cfg.channels_last).score_batches(loader)
+    model.train()
+    if len(scores.index) == 0:
+        raise DataError("no validation image could be read")
+    logits, labels = torch.from_numpy(scores.logit).float(), torch.from_numpy(scores.label).float()
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=criterion.pos_weight.cpu())
+    auc = float(roc_auc_score(scores.label, scores.logit)) if len(np.unique(scores.label)) == 2 else None
+    acc = float(((scores.logit >= 0) == (scores.label == 1)).mean())
+    return {"loss": float(loss), "acc": acc, "auc": auc, "failed": scores.failures}

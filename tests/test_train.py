@@ -1,0 +1,145 @@
+"""Real training runs on CPU, tiny: checkpoints, logs, preprocessing round-trip, resume after kill -9."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_folder_dataset
+from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
+from fakeface.train import TrainConfig, load_config, train
+
+pytestmark = pytest.mark.slow
+
+TINY = dict(epochs=2, batch_size=8, image_size=80, precision="fp32", workers=0, lr=3e-4, warmup_epochs=0.5)
+
+
+def read_log(run):
+    with open(run / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_folder_dataset(tmp_path_factory.mktemp("data") / "ds", per_class=12, size=96)
+
+
+def test_tiny_run_writes_checkpoints_logs_and_config(dataset, tmp_path):
+    run = train(TrainConfig(data=str(dataset), out=str(tmp_path / "run"), resize=96, **TINY))
+    assert {"last.pt", "best.pt", "log.csv", "config.yaml", "train.log"} <= {p.name for p in run.iterdir()}
+    rows = read_log(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(float(r["train_loss"]) > 0 and 0 <= float(r["val_auc"]) <= 1 for r in rows)
+
+    last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
+    assert last["epoch"] == 2 and len(last["history"]) == 2
+    # best.pt is the epoch with the best validation AUC, not simply the last one
+    aucs = [float(r["val_auc"]) for r in rows]
+    assert best["epoch"] == 1 + aucs.index(max(aucs))
+    assert {"optimizer", "scheduler", "scaler", "rng", "history", "preprocess", "model"} <= set(last)
+
+    # The preprocessing the run trained with travels in the checkpoint and comes back unchanged.
+    model, pre = model_from_checkpoint(best)
+    assert pre.input_size == 80 and pre.resize == 96 and pre.mean == (127.5,) * 3
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["resolved"]["preprocess"] == pre.to_dict() == best["preprocess"]
+    assert torch.equal(model.state_dict()["logits.weight"], best["state_dict"]["logits.weight"])
+
+
+def test_existing_run_is_not_overwritten(dataset, tmp_path):
+    cfg = TrainConfig(data=str(dataset), out=str(tmp_path / "run"), **{**TINY, "epochs": 1})
+    train(cfg)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg)
+
+
+def test_config_file_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 7\nlr: 0.01\naugment: {jpeg_p: 0.5}\n")
+    cfg = load_config(path, {"lr": 0.002, "batch_size": None})
+    assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.augment) == (7, 0.002, 32, {"jpeg_p": 0.5})
+    path.write_text("epochz: 7\n")
+    with pytest.raises(ValueError, match="epochz"):
+        load_config(path, {})
+    path.write_text("augment: {jpg_p: 1}\n")
+    with pytest.raises(ValueError, match="jpg_p"):
+        load_config(path, {})
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "fakeface", "train", *args]
+
+
+def test_resume_after_sigkill_mid_epoch(dataset, tmp_path):
+    run = tmp_path / "run"
+    common = ["--data", str(dataset), "--out", str(run), "--epochs", "3", "--batch-size", "4", "--image-size", "80",
+              "--precision", "fp32", "--workers", "0", "--seed", "5"]
+    proc = subprocess.Popen(_cli(*common), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "log.csv").exists() and len(read_log(run)) >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()
+    os.kill(proc.pid, signal.SIGKILL)  # epoch 2 is in progress
+    proc.wait()
+    before = load_checkpoint(run / "last.pt")
+    assert before["epoch"] == 1
+
+    done = subprocess.run(_cli("--out", str(run), "--resume", "--epochs", "3"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resumed" in done.stderr
+    after = load_checkpoint(run / "last.pt")
+    assert after["epoch"] == 3
+    assert [r["epoch"] for r in after["history"]] == [1, 2, 3]
+    assert after["history"][0] == before["history"][0]  # history kept, numbering continued
+    assert [r["epoch"] for r in read_log(run)] == ["1", "2", "3"]
+
+    # The resumed run is the run that was never interrupted: same data order, augmentation and dropout.
+    straight = tmp_path / "straight"
+    ok = subprocess.run(_cli(*[a if a != str(run) else str(straight) for a in common]), capture_output=True,
+                        text=True)
+    assert ok.returncode == 0, ok.stderr
+    ref = load_checkpoint(straight / "last.pt")["history"]
+    for a, b in zip(after["history"], ref):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path):
+    res = subprocess.run(_cli("--out", str(tmp_path / "nothing"), "--resume"), capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "nothing to resume" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unusable_data_stops_at_once_with_one_line(tmp_path):
+    root = tmp_path / "broken"
+    for cls in ("real", "fake"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            (root / cls / f"{i}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    res = subprocess.run(_cli("--data", str(root), "--out", str(tmp_path / "r"), "--workers", "0"),
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "could be read" in res.stderr and "Traceback" not in res.stderr
+    assert len([line for line in res.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_broken_files_are_skipped_counted_and_named(dataset, tmp_path):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(dataset, ds)
+    (ds / "train" / "fake" / "broken.jpg").write_bytes(b"")
+    (ds / "valid" / "real" / "trunc.jpg").write_bytes((ds / "valid" / "real" / "000.jpg").read_bytes()[:200])
+    run = train(TrainConfig(data=str(ds), out=str(tmp_path / "run"), **{**TINY, "epochs": 1}))
+    text = (run / "train.log").read_text()
+    assert "broken.jpg: empty file" in text and "trunc.jpg" in text
+    assert len(load_checkpoint(run / "last.pt")["skipped"]) == 2
