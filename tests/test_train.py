@@ -29,7 +29,7 @@ def read_log(run):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return make_folder_dataset(tmp_path_factory.mktemp("data") / "ds", per_class=12, size=96)
+    return make_folder_dataset(tmp_path_factory.mktemp("data") / "ds", per_class=8, size=96)
 
 
 def test_tiny_run_writes_checkpoints_logs_and_config(dataset, tmp_path):
@@ -121,10 +121,11 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path):
 
 def test_unusable_data_stops_at_once_with_one_line(tmp_path):
     root = tmp_path / "broken"
-    for cls in ("real", "fake"):
-        (root / cls).mkdir(parents=True)
-        for i in range(3):
-            (root / cls / f"{i}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    for split in ("train", "valid"):
+        for cls in ("real", "fake"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(3):
+                (root / split / cls / f"{i}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     res = subprocess.run(_cli("--data", str(root), "--out", str(tmp_path / "r"), "--workers", "0"),
                          capture_output=True, text=True)
     assert res.returncode == 2

@@ -221,5 +221,23 @@ def report(
         typer.echo(str(path))
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's data, run and report.")] = Path("demo-run"),
+    data: Annotated[str | None, typer.Option(
+        help="Use this real dataset instead of synthetic data (also: FAKEFACE_DEMO_DATA).")] = None,
+    fast: Annotated[bool, typer.Option(help="A tiny run (what the test suite runs).")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Override the number of training epochs.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+):
+    """The whole job end to end: make data, train, evaluate, write the report, predict a few images."""
+    from .demo import run_demo
+
+    try:
+        run_demo(out, data=data, fast=fast, epochs=epochs, seed=seed, say=typer.echo)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+
+
 def run():  # pragma: no cover - `python -m fakeface`
     sys.exit(app())

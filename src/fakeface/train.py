@@ -206,7 +206,7 @@ def _loader(ds: FaceDataset, cfg: TrainConfig, shuffle: bool, device: torch.devi
     workers = default_workers() if cfg.workers is None else cfg.workers
     g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
-                      pin_memory=device.type == "cuda", generator=g, drop_last=False,
+                      pin_memory=device.type == "cuda", generator=g, drop_last=shuffle and len(ds) > cfg.batch_size,
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 
 
@@ -429,7 +429,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
         for batch in loader:
             failed += batch["failures"]
             n = len(batch["index"])
-            if n == 0:
+            if n < 2:  # BatchNorm cannot train on one image (broken files can shrink a batch)
                 progress.update(len(batch["failures"]), "")
                 continue
             x = normalize(batch["image"].to(device, non_blocking=True))
