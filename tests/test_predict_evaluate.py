@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_folder_dataset, noise_image
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from conftest import make_folder_dataset, noise_image
 from fakeface.checkpoint import load_checkpoint, save_atomic
 from fakeface.report import read_predictions
 from fakeface.train import TrainConfig, train

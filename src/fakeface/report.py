@@ -697,5 +697,10 @@ def redraw_run(run_dir: str | os.PathLike) -> list[Path]:
         "predictions": f"{len(rows)} images, {y.size} with a known label",
     }
     command = f"fakeface report {shlex.quote(str(run_dir))}"
+    run_json = run_dir / "run.json"  # written by evaluate: keep its model/data description and command
+    if run_json.is_file():
+        saved = json.loads(run_json.read_text(encoding="utf-8"))
+        description = {**saved.get("description", {}), **description}
+        command = f"{saved.get('command', '')}\n(re-drawn by: {command})".lstrip()
     written.append(write_report(run_dir, metrics, plots, description, command))
     return written
