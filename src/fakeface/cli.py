@@ -66,6 +66,8 @@ def train(
     monitor: Annotated[str | None, typer.Option(help="Metric that picks best.pt: val_auc, val_acc, val_loss.")] = None,
     limit_train: Annotated[int | None, typer.Option(help="Train on a seeded subset of this many images.")] = None,
     limit_valid: Annotated[int | None, typer.Option(help="Validate on a seeded subset of this many images.")] = None,
+    calibrate: Annotated[str | None, typer.Option(
+        help="After training, calibrate best.pt with this threshold policy (balanced, fpr=0.01, a number).")] = None,
 ):
     """Train a detector; writes last.pt, best.pt, log.csv and config.yaml into --out."""
     from .train import load_config
@@ -80,7 +82,7 @@ def train(
                      batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,
                      weight_decay=weight_decay, image_size=image_size, resize=resize, workers=workers, seed=seed,
                      device=device, precision=precision, patience=patience, monitor=monitor,
-                     limit_train=limit_train, limit_valid=limit_valid)
+                     limit_train=limit_train, limit_valid=limit_valid, calibrate=calibrate)
     try:
         cfg = load_config(config, overrides)
         run_dir = run_training(cfg, resume=resume)
@@ -219,6 +221,27 @@ def report(
         raise fail(str(e)) from None
     for path in written:
         typer.echo(str(path))
+
+
+@app.command()
+def calibrate(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint to calibrate (rewritten in place unless --out).")],
+    data: Annotated[str | None, typer.Option(help="Dataset with a valid split (default: the run's split.csv).")] = None,
+    policy: Annotated[str, typer.Option(help="Threshold policy: balanced (EER), fpr=0.01, or a number.")] = "balanced",
+    out: Annotated[Path | None, typer.Option(help="Write the calibrated checkpoint here instead.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    workers: Annotated[int | None, typer.Option(help="Loader processes (default: one per spare core).")] = None,
+):
+    """Fit temperature scaling and pick the decision threshold on the validation split (never the test split)."""
+    from .calibrate import calibrate as run_calibration
+
+    try:
+        r = run_calibration(checkpoint, data, policy, out, batch_size=batch_size, workers=workers)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    typer.echo(f"temperature {r['temperature']:.3f}, threshold {r['threshold']:.4f} ({r['policy']}) on "
+               f"{r['n_valid']} validation images; ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f}; "
+               f"written to {r['checkpoint']}")
 
 
 @app.command()

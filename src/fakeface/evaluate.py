@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from .data import DataError, discover
-from .metrics import bootstrap_ci, compute_metrics
+from .metrics import bootstrap_ci, compute_metrics, expected_calibration_error
 from .predict import Detector, predict_paths
 from .report import (
     PLOT_FILES,
     plot_evaluation,
     plot_examples,
+    plot_reliability,
     plot_training_curves,
     select_examples,
     write_predictions,
@@ -53,6 +54,15 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
     metrics = compute_metrics(y, p, detector.threshold)
     metrics["bootstrap"] = bootstrap_ci(y, p, detector.threshold, n_boot=n_boot) if n_boot else {}
     metrics["images"] = {"scored": len(scored), "skipped": len(skipped), "split": split}
+    p_uncalibrated = None
+    if detector.temperature != 1.0:  # the same logits without temperature scaling, for before/after
+        logit = np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1)) * detector.temperature
+        p_uncalibrated = 1 / (1 + np.exp(-logit))
+    metrics["calibration"] = {
+        "temperature": detector.temperature, "policy": detector.checkpoint.get("threshold_policy", "default"),
+        "ece_uncalibrated": expected_calibration_error(y, p if p_uncalibrated is None else p_uncalibrated),
+        "ece_calibrated": metrics["ece"], "fitted_on": detector.checkpoint.get("calibration", {}).get("n_valid"),
+    }
     metrics["skipped"] = skipped
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_predictions(out / "predictions.csv", scored)
@@ -63,6 +73,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
         write_epoch_log(out / "log.csv", history)
         plots.update(zip(("loss", "accuracy"), plot_training_curves(out / "log.csv", out)))
     plots.update(plot_evaluation(y, p, detector.threshold, out))
+    if p_uncalibrated is not None:
+        plots["reliability"] = plot_reliability(y, p_uncalibrated, out / PLOT_FILES["reliability"], p_fake_after=p)
     plots["examples"] = plot_examples(select_examples(scored, n=16), out / PLOT_FILES["examples"])
 
     description = {**detector.describe(), "data": index.describe(), "split": split,

@@ -89,6 +89,7 @@ class TrainConfig:
     limit_valid: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     log_every: int = 20  # batches between plain progress lines when output is not a terminal
+    calibrate: str | None = None  # threshold policy applied to best.pt after training (see fakeface.calibrate)
 
     def __post_init__(self):
         if self.monitor not in MONITORS:
@@ -267,7 +268,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(run_dir)
     try:
-        return _train(cfg, run_dir, state)
+        _train(cfg, run_dir, state)
+        if cfg.calibrate:
+            from .calibrate import calibrate
+
+            r = calibrate(run_dir / "best.pt", cfg.data, cfg.calibrate, workers=cfg.workers)
+            log.info("calibrated best.pt on the validation split: temperature %.3f, threshold %.4f (%s)",
+                     r["temperature"], r["threshold"], r["policy"])
+        return run_dir
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -1,0 +1,122 @@
+"""Calibrated probabilities and a decision threshold chosen by policy, on the validation split only.
+
+Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", 2017) fits one scalar T so that
+P(fake) = sigmoid(logit / T) minimises the validation log loss; it changes no verdict ordering, only how far
+the probabilities can be trusted. The threshold then follows a policy:
+
+* ``balanced`` - the equal error rate point: as many real faces flagged as fakes missed;
+* ``fpr=0.01`` - the lowest threshold that flags at most 1 % of real faces (trust-and-safety teams that must
+  not accuse real people);
+* a number - a fixed threshold.
+
+Both are written into the checkpoint, and every later consumer (predict, evaluate, serve, export) reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import log_loss, roc_curve
+
+from .checkpoint import load_checkpoint, save_atomic
+from .data import DataError, discover, read_split_csv
+from .metrics import expected_calibration_error
+from .predict import Detector, predict_paths
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T > 0 minimising the log loss of sigmoid(logits / T) (searched on log T in [1/20, 20])."""
+    logits, labels = np.asarray(logits, np.float64), np.asarray(labels, np.int64)
+
+    def nll(log_t: float) -> float:
+        p = 1.0 / (1.0 + np.exp(-logits / np.exp(log_t)))
+        return log_loss(labels, np.clip(p, 1e-12, 1 - 1e-12), labels=[0, 1])
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def parse_policy(policy: str) -> tuple[str, float | None]:
+    """``balanced`` | ``fpr=X`` (0 < X < 1) | a fixed threshold in [0, 1]."""
+    policy = policy.strip().lower()
+    if policy == "balanced":
+        return "balanced", None
+    if policy.startswith("fpr="):
+        value = float(policy[4:])
+        if not 0 < value < 1:
+            raise ValueError(f"fpr policy needs 0 < fpr < 1, got {value}")
+        return "fpr", value
+    try:
+        value = float(policy)
+    except ValueError:
+        raise ValueError(f"threshold policy must be 'balanced', 'fpr=X' or a number, got {policy!r}") from None
+    if not 0 <= value <= 1:
+        raise ValueError(f"a fixed threshold must be in [0, 1], got {value}")
+    return "fixed", value
+
+
+def pick_threshold(labels: np.ndarray, p_fake: np.ndarray, policy: str) -> float:
+    """The decision threshold (predict fake when P(fake) >= threshold) that ``policy`` asks for."""
+    kind, value = parse_policy(policy)
+    if kind == "fixed":
+        return float(value)
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise DataError("a threshold policy needs both real and fake images in the validation split")
+    fpr, tpr, thresholds = roc_curve(labels, p_fake, drop_intermediate=False)
+    thresholds = np.minimum(thresholds, 1.0)  # sklearn's first threshold is +inf
+    if kind == "balanced":
+        i = int(np.argmin(np.abs((1 - tpr) - fpr)))
+        return float(thresholds[i])
+    ok = np.flatnonzero(fpr <= value)  # fpr grows as the threshold falls: take the lowest allowed
+    return float(thresholds[ok[-1]])
+
+
+def validation_samples(ckpt: dict, data: str | os.PathLike | None):
+    """The split the threshold may be chosen on: the data's 'valid' split, or the run's own held-out split."""
+    split_csv = Path(ckpt["path"]).parent / "split.csv"
+    if data is not None:
+        index = discover(data)
+        if "valid" in index.splits:
+            return index.splits["valid"]
+    if split_csv.is_file():
+        return read_split_csv(split_csv).get("valid", [])
+    raise DataError("no validation split to calibrate on (the test split is never used): give --data with a "
+                    "valid/ split, or a checkpoint whose run folder holds split.csv")
+
+
+def calibrate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None, policy: str = "balanced",
+              out: str | os.PathLike | None = None, batch_size: int = 64, workers: int | None = None,
+              device: str = "auto", precision: str = "auto") -> dict:
+    """Fit T and the threshold on the validation split; write them into ``out`` (default: in place)."""
+    parse_policy(policy)
+    detector = Detector(checkpoint, device=device, precision=precision)
+    samples = validation_samples(detector.checkpoint, data)
+    rows = list(predict_paths(detector, [s.path for s in samples], batch_size, workers,
+                              labels=[s.label for s in samples]))
+    scored = [r for r in rows if r["error"] is None]
+    if not scored:
+        raise DataError("no validation image could be read")
+    y = np.array([int(r["label"] == "fake") for r in scored])
+    # back to logits, undoing whatever temperature the checkpoint had
+    p_old = np.clip(np.array([r["p_fake"] for r in scored]), 1e-12, 1 - 1e-12)
+    logits = np.log(p_old / (1 - p_old)) * detector.temperature
+    temperature = fit_temperature(logits, y)
+    p_raw, p_cal = 1 / (1 + np.exp(-logits)), 1 / (1 + np.exp(-logits / temperature))
+    threshold = pick_threshold(y, p_cal, policy)
+
+    state = load_checkpoint(checkpoint)
+    src = Path(state.pop("path"))
+    state.update(temperature=temperature, threshold=threshold, threshold_policy=policy)
+    result = {"temperature": temperature, "threshold": threshold, "policy": policy, "n_valid": len(scored),
+              "ece_before": expected_calibration_error(y, p_raw), "ece_after": expected_calibration_error(y, p_cal),
+              "log_loss_before": float(log_loss(y, p_raw, labels=[0, 1])),
+              "log_loss_after": float(log_loss(y, p_cal, labels=[0, 1]))}
+    state["calibration"] = result
+    target = Path(out) if out is not None else src
+    save_atomic(state, target)
+    result["checkpoint"] = str(target)
+    return result
