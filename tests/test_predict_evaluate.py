@@ -126,6 +126,28 @@ def test_evaluate_writes_metrics_predictions_plots_and_report(trained, tmp_path)
     assert (out / "roc.png").is_file() and (out / "loss.png").is_file()
 
 
+def test_evaluate_under_perturbations(trained, tmp_path):
+    data, ckpt = trained
+    out = tmp_path / "rob"
+    res = fakeface("evaluate", "--checkpoint", ckpt, "--data", data, "--out", out, "--bootstrap", "0",
+                   "--perturb", "jpeg=50", "--perturb", "noise=0.02,0.6")
+    assert "noise=0.6" in res.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = metrics["robustness"]
+    assert [(r["perturbation"], r["level"]) for r in rows] == [("jpeg", 50), ("noise", 0.02), ("noise", 0.6)]
+    for r in rows:
+        assert r["n"] == metrics["n"]
+        assert r["roc_auc_change"] == pytest.approx(r["roc_auc"] - metrics["roc_auc"])
+    # heavy noise (std 60 % of the range) wipes out the stripe cue this model learned: the scores must move
+    assert rows[2]["roc_auc"] != pytest.approx(metrics["roc_auc"], abs=1e-6)
+    with Image.open(out / "robustness.png") as im:
+        assert im.format == "PNG"
+    assert "robustness" in (out / "report.html").read_text()
+    bad = fakeface("evaluate", "--checkpoint", ckpt, "--data", data, "--out", out, "--perturb", "sepia=3",
+                   check=False)
+    assert bad.returncode == 2 and "KIND=LEVEL" in bad.stderr
+
+
 def test_evaluate_unknown_split_is_one_clear_error(trained, tmp_path):
     data, ckpt = trained
     res = fakeface("evaluate", "--checkpoint", ckpt, "--data", data, "--out", tmp_path, "--split", "holdout",

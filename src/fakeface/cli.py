@@ -106,17 +106,25 @@ def evaluate(
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     limit: Annotated[int | None, typer.Option(help="Score only the first N images of the split.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% intervals (0: none).")] = 1000,
+    perturb: Annotated[list[str] | None, typer.Option(
+        help="Also score under a corruption, e.g. jpeg=90,70,50  blur=1,2  resize=0.5,0.75  noise=0.02 "
+             "(repeatable).")] = None,
 ):
     """Score a labelled split: metrics.json, predictions.csv, plots and a self-contained report.html."""
     from .evaluate import evaluate as run_evaluation
-    from .evaluate import headline
+    from .evaluate import headline, parse_perturbations
 
     try:
         metrics = run_evaluation(checkpoint, data, out, split=split, batch_size=batch_size, workers=workers,
-                                 device=device, precision=precision, limit=limit, n_boot=bootstrap)
+                                 device=device, precision=precision, limit=limit, n_boot=bootstrap,
+                                 perturb=parse_perturbations(perturb or []))
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     typer.echo(headline(metrics))
+    for row in metrics.get("robustness", []):
+        auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.4f}"
+        change = "" if row["roc_auc_change"] is None else f" ({row['roc_auc_change']:+.4f})"
+        typer.echo(f"  {row['perturbation']}={row['level']:g}: accuracy {row['accuracy']:.4f}  ROC-AUC {auc}{change}")
     if metrics["images"]["skipped"]:
         typer.echo(f"skipped {metrics['images']['skipped']} unreadable file(s): listed in {out / 'metrics.json'}")
     typer.echo(f"report: {out / 'report.html'}")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .augment import PERTURBATIONS
+from .augment import perturb as perturb_image
 from .data import DataError, discover
 from .metrics import bootstrap_ci, compute_metrics, expected_calibration_error
 from .predict import Detector, predict_paths
@@ -18,6 +20,7 @@ from .report import (
     plot_evaluation,
     plot_examples,
     plot_reliability,
+    plot_robustness,
     plot_training_curves,
     select_examples,
     write_predictions,
@@ -29,8 +32,12 @@ from .train import write_epoch_log
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
              split: str = "test", batch_size: int = 64, workers: int | None = None, device: str = "auto",
              precision: str = "auto", limit: int | None = None, n_boot: int = 1000,
-             command: str | None = None, progress=None) -> dict:
-    """Score ``split`` of ``data`` with ``checkpoint``; write everything into ``out``; return the metrics."""
+             perturb: dict[str, list[float]] | None = None, command: str | None = None, progress=None) -> dict:
+    """Score ``split`` of ``data`` with ``checkpoint``; write everything into ``out``; return the metrics.
+
+    ``perturb`` ({"jpeg": [90, 70, 50], "blur": [1, 2], ...}) re-scores the split once per level, both
+    classes alike, and adds a ``robustness`` table and plot.
+    """
     out = Path(out)
     detector = Detector(checkpoint, device=device, precision=precision)
     index = discover(data)
@@ -64,6 +71,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
         "ece_calibrated": metrics["ece"], "fitted_on": detector.checkpoint.get("calibration", {}).get("n_valid"),
     }
     metrics["skipped"] = skipped
+    if perturb:
+        metrics["robustness"] = robustness(detector, samples, perturb, metrics, batch_size, workers)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_predictions(out / "predictions.csv", scored)
 
@@ -75,6 +84,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
     plots.update(plot_evaluation(y, p, detector.threshold, out))
     if p_uncalibrated is not None:
         plots["reliability"] = plot_reliability(y, p_uncalibrated, out / PLOT_FILES["reliability"], p_fake_after=p)
+    if perturb:
+        plots["robustness"] = plot_robustness(metrics["robustness"], metrics, out / PLOT_FILES["robustness"])
     plots["examples"] = plot_examples(select_examples(scored, n=16), out / PLOT_FILES["examples"])
 
     description = {**detector.describe(), "data": index.describe(), "split": split,
@@ -84,6 +95,45 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
                                              default=str))
     write_report(out, metrics, plots, description, command)
     return metrics
+
+
+def parse_perturbations(specs: list[str]) -> dict[str, list[float]]:
+    """["jpeg=90,70,50", "blur=1,2"] -> {"jpeg": [90, 70, 50], "blur": [1, 2]}."""
+    out: dict[str, list[float]] = {}
+    for spec in specs:
+        kind, sep, levels = spec.partition("=")
+        kind = kind.strip().lower()
+        if not sep or kind not in PERTURBATIONS or not levels.strip():
+            raise ValueError(f"--perturb takes KIND=LEVEL[,LEVEL...] with KIND in {', '.join(PERTURBATIONS)}; "
+                             f"got {spec!r}")
+        try:
+            out.setdefault(kind, []).extend(float(v) for v in levels.split(","))
+        except ValueError:
+            raise ValueError(f"--perturb levels must be numbers, got {spec!r}") from None
+    return out
+
+
+def robustness(detector, samples, perturb: dict[str, list[float]], clean: dict, batch_size: int,
+               workers: int | None) -> list[dict]:
+    """One row per (perturbation, level): accuracy, ROC-AUC, AP, EER and the change from the clean split."""
+    rows = []
+    for kind, levels in perturb.items():
+        for level in levels:
+            # seeded by image index, so noise is the same on every run
+            def transform(img, index, kind=kind, level=level):
+                return perturb_image(img, kind, level, seed=index)
+
+            scored = [r for r in predict_paths(detector, [s.path for s in samples], batch_size, workers,
+                                               labels=[s.label for s in samples], transform=transform)
+                      if r["error"] is None]
+            y = np.array([int(r["label"] == "fake") for r in scored])
+            m = compute_metrics(y, np.array([r["p_fake"] for r in scored]), detector.threshold)
+            row = {"perturbation": kind, "level": level, "n": m["n"]}
+            for key in ("accuracy", "roc_auc", "average_precision", "eer"):
+                row[key] = m[key]
+                row[f"{key}_change"] = None if m[key] is None or clean[key] is None else m[key] - clean[key]
+            rows.append(row)
+    return rows
 
 
 def headline(metrics: dict) -> str:

@@ -76,10 +76,14 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 def predict_paths(detector: Detector, paths: list[str], batch_size: int = 32, workers: int | None = None,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS, labels: list[int] | None = None,
-                  on_progress=None) -> Iterator[dict]:
-    """Yield ``{"path", "p_fake", "pred", "error", "label"}`` per input, in input order."""
+                  on_progress=None, transform=None) -> Iterator[dict]:
+    """Yield ``{"path", "p_fake", "pred", "error", "label"}`` per input, in input order.
+
+    ``transform(img, index) -> img`` is applied to each decoded image first (robustness perturbations).
+    """
     labels = labels or [UNLABELLED] * len(paths)
-    ds = FaceDataset([Sample(p, y) for p, y in zip(paths, labels)], detector.preprocess, max_pixels=max_pixels)
+    ds = FaceDataset([Sample(p, y) for p, y in zip(paths, labels)], detector.preprocess, max_pixels=max_pixels,
+                     transform=transform)
     workers = default_workers() if workers is None else workers
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         prefetch_factor=4 if workers else None)

@@ -57,6 +57,7 @@ PLOT_FILES = {
     "score_histogram": "score_histogram.png",
     "reliability": "reliability.png",
     "examples": "examples.png",
+    "robustness": "robustness.png",
 }
 PLOT_TITLES = {
     "loss": "Training and validation loss",
@@ -67,6 +68,7 @@ PLOT_TITLES = {
     "score_histogram": "P(fake) by true class",
     "reliability": "Reliability diagram",
     "examples": "Examples (most confident mistakes first)",
+    "robustness": "Robustness: ROC-AUC and accuracy under each perturbation",
 }
 
 # Headline table: key in the metrics dict -> (display name, what it means). Fake is the positive class.
@@ -407,6 +409,30 @@ def plot_evaluation(y_true, p_fake, threshold: float, out_dir: str | os.PathLike
         "score_histogram": plot_score_histogram(y, p, threshold, out_dir / PLOT_FILES["score_histogram"]),
         "reliability": plot_reliability(y, p, out_dir / PLOT_FILES["reliability"]),
     }
+
+
+def plot_robustness(rows: Sequence[Mapping], clean: Mapping, path: str | os.PathLike) -> Path:
+    """ROC-AUC and accuracy against perturbation level, one panel per perturbation kind; the clean score dashed.
+
+    ``rows`` are ``{"perturbation", "level", "roc_auc", "accuracy"}`` dicts as evaluate writes them.
+    """
+    kinds = list(dict.fromkeys(r["perturbation"] for r in rows))
+    fig = _figure(width=max(4.0, 3.6 * len(kinds)), height=3.8)
+    axes = fig.subplots(1, max(1, len(kinds)), squeeze=False)[0]
+    for ax, kind in zip(axes, kinds, strict=False):
+        sel = [r for r in rows if r["perturbation"] == kind]
+        levels = [r["level"] for r in sel]
+        for key, color in (("roc_auc", COLORS["fake"]), ("accuracy", COLORS["real"])):
+            values = [np.nan if r.get(key) is None else r[key] for r in sel]
+            ax.plot(levels, values, marker="o", color=color, label=key.replace("_", "-"))
+            if clean.get(key) is not None:
+                ax.axhline(clean[key], color=color, linestyle="--", alpha=0.6)
+        ax.set(title=kind, xlabel="level", ylabel="score", ylim=(0.0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(title="dashed: clean")
+    if not kinds:
+        _note(axes[0], "no perturbations")
+    return _save(fig, path)
 
 
 def select_examples(rows: Iterable[dict], n: int = 16) -> list[dict]:
