@@ -47,6 +47,8 @@ def train(
     config: Annotated[Path | None, typer.Option(help="YAML config; command-line flags override it.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last finished epoch.")] = False,
     model: Annotated[str | None, typer.Option(help="Backbone name from the model registry.")] = None,
+    init: Annotated[str | None, typer.Option(
+        help="Fine-tune this fakeface checkpoint on --data (keeps its model and preprocessing).")] = None,
     init_weights: Annotated[
         str | None, typer.Option(help="Local file of published backbone weights (facenet VGGFace2/CASIA .pt).")
     ] = None,
@@ -78,7 +80,7 @@ def train(
             resize = int(resize)
         except ValueError:
             raise fail(f"--resize takes a number of pixels or 'native', got {resize!r}") from None
-    overrides = dict(data=data, out=out, model=model, init_weights=init_weights, epochs=epochs,
+    overrides = dict(data=data, out=out, model=model, init=init, init_weights=init_weights, epochs=epochs,
                      batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,
                      weight_decay=weight_decay, image_size=image_size, resize=resize, workers=workers, seed=seed,
                      device=device, precision=precision, patience=patience, monitor=monitor,

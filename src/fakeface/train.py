@@ -62,6 +62,7 @@ class TrainConfig:
     model: str = "inception_resnet_v1"
     model_kwargs: dict = field(default_factory=dict)
     init_weights: str | None = None  # a published backbone file (facenet's VGGFace2 / CASIA-WebFace .pt)
+    init: str | None = None  # a fakeface checkpoint to fine-tune: its model, weights and preprocessing are kept
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
@@ -320,8 +321,19 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
         monitor = "val_loss"
 
     # Model and its preprocessing, defined once here and stored in every checkpoint.
-    preprocess = resolve_preprocess(cfg)
+    if cfg.init:
+        if cfg.init_weights:
+            raise ValueError("--init (a fakeface checkpoint) and --init-weights (a backbone file) exclude each other")
+        base = load_checkpoint(cfg.init)
+        # Fine-tuning keeps the detector's architecture and its preprocessing, whatever the flags say.
+        cfg.model, cfg.model_kwargs = base["model"]["name"], dict(base["model"]["kwargs"])
+        preprocess = Preprocess.from_dict(base["preprocess"])
+    else:
+        preprocess = resolve_preprocess(cfg)
     model = create_model(cfg.model, **cfg.model_kwargs)
+    if cfg.init and state is None:
+        model.load_state_dict(base["state_dict"])
+        log.info("fine-tuning %s (epoch %s of its run)", cfg.init, base.get("epoch"))
     if cfg.init_weights and state is None:
         load_trunk_weights(model, cfg.model, cfg.init_weights)
         log.info("loaded backbone weights from %s", cfg.init_weights)
