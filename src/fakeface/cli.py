@@ -255,6 +255,34 @@ def calibrate(
 
 
 @app.command()
+def serve(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint to serve.")],
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(envvar="FAKEFACE_API_KEY",
+                                                help="Require 'Authorization: Bearer KEY' on /v1/*.")] = None,
+    insecure: Annotated[bool, typer.Option(help="Allow a non-loopback address without an API key.")] = False,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload in MB.")] = 10.0,
+    keep_uploads: Annotated[Path | None, typer.Option(help="Save every upload here (off by default).")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(help="Allow this browser origin (repeatable).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Largest micro-batch of concurrent requests.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="Longest wait to fill a micro-batch, in ms.")] = 5.0,
+):
+    """Serve the REST API (/v1/predict, /v1/model, /healthz, /docs) and the web page (/) with uvicorn."""
+    from .serve import ServeConfig
+    from .serve import serve as run_server
+
+    config = ServeConfig(checkpoint=str(checkpoint), api_key=api_key or None,
+                         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                         keep_uploads=str(keep_uploads) if keep_uploads else None, cors_origins=cors_origin or [],
+                         max_batch=max_batch, max_wait_ms=max_wait_ms)
+    try:
+        run_server(config, host=host, port=port, insecure=insecure)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data, run and report.")] = Path("demo-run"),
     data: Annotated[str | None, typer.Option(

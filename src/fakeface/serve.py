@@ -1,0 +1,263 @@
+"""The REST API and web page: ``create_app(checkpoint)`` builds the FastAPI app that ``fakeface serve`` runs.
+
+The model is loaded once, in the app's lifespan. Uploads are decoded in a worker thread, and inference runs
+off the event loop in a :class:`MicroBatcher`, which groups concurrent requests into one batch (waiting at
+most ``max_wait_ms`` for company), so throughput under load approaches batch throughput. Uploads stay in
+memory unless ``keep_uploads`` names a folder, and no log line contains image bytes.
+
+Errors always have the shape ``{"error": {"code": str, "message": str}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+
+log = logging.getLogger("fakeface.serve")
+
+
+@dataclass
+class ServeConfig:
+    checkpoint: str
+    api_key: str | None = None
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    keep_uploads: str | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    device: str = "auto"
+    precision: str = "auto"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class MicroBatcher:
+    """Collects single-image requests into batches for one model call at a time, off the event loop."""
+
+    def __init__(self, score_batch, max_batch: int, max_wait_ms: float):
+        self.score_batch, self.max_batch, self.max_wait = score_batch, max_batch, max_wait_ms / 1000
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+        self.batches = 0
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+
+    async def submit(self, image: torch.Tensor) -> float:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((image, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            items = [await self.queue.get()]
+            deadline = time.monotonic() + self.max_wait
+            while len(items) < self.max_batch:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self.queue.get(), timeout))
+                except asyncio.TimeoutError:
+                    break
+            # group by shape: every image of one model has the same eval size, but be safe
+            try:
+                batch = torch.stack([image for image, _ in items])
+                logits = await run_in_threadpool(self.score_batch, batch)
+                self.batches += 1
+                for (_, future), logit in zip(items, logits.tolist()):
+                    if not future.done():
+                        future.set_result(float(logit))
+            except Exception as e:  # a model failure answers every waiting request, and the loop goes on
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(e)
+
+
+def _headline(ckpt: dict) -> dict:
+    history = ckpt.get("history") or []
+    best = next((r for r in history if r.get("epoch") == ckpt.get("best_epoch")), history[-1] if history else None)
+    if not best:
+        return {}
+    return {k: best.get(k) for k in ("epoch", "val_loss", "val_acc", "val_auc")}
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """The API and web page for one checkpoint."""
+    from .predict import Detector
+
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        detector = Detector(config.checkpoint, device=config.device, precision=config.precision)
+        batcher = MicroBatcher(detector.scorer.logits, config.max_batch, config.max_wait_ms)
+        batcher.start()
+        state.update(detector=detector, batcher=batcher)
+        app.state.batcher = batcher  # visible to tests and metrics
+        log.info("serving %s (%s)", config.checkpoint, detector.name)
+        yield
+        await batcher.stop()
+        state.clear()
+
+    app = FastAPI(title="fakeface", version=__version__, lifespan=lifespan,
+                  description="Tells real face photos from generated (GAN / deepfake) ones. "
+                              "Fake is the positive class: P(fake) = probability the image is generated.")
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, "http_error", str(exc.detail))
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if request.url.path.startswith("/v1/"):
+            if config.api_key is not None:
+                header = request.headers.get("authorization", "")
+                token = header[7:] if header.lower().startswith("bearer ") else ""
+                if not hmac.compare_digest(token.encode(), config.api_key.encode()):
+                    return error_response(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > config.max_upload_bytes + 64 * 1024:
+                return error_response(413, "upload_too_large",
+                                      f"upload is {int(length):,} bytes; the limit is {config.max_upload_bytes:,}")
+        return await call_next(request)
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok" if "detector" in state else "starting"}
+
+    @app.get("/v1/model")
+    async def model_info():
+        detector = state["detector"]
+        ckpt = detector.checkpoint
+        return {
+            "architecture": detector.name,
+            "input_size": detector.preprocess.crop_size,
+            "preprocess": detector.preprocess.to_dict(),
+            "threshold": detector.threshold,
+            "threshold_policy": ckpt.get("threshold_policy", "default"),
+            "temperature": detector.temperature,
+            "calibration": ckpt.get("calibration"),
+            "training": _headline(ckpt),
+            "version": __version__,
+            "positive_class": "fake",
+        }
+
+    @app.post("/v1/predict")
+    async def predict(file: UploadFile = File(..., description="An image (JPEG, PNG, WebP, ...)")):
+        t0 = time.perf_counter()
+        detector, batcher = state["detector"], state["batcher"]
+        data = await file.read(config.max_upload_bytes + 1)
+        if len(data) > config.max_upload_bytes:
+            raise ApiError(413, "upload_too_large", f"upload exceeds the limit of {config.max_upload_bytes:,} bytes")
+        if not data:
+            raise ApiError(400, "empty_upload", "the uploaded file is empty")
+        try:
+            img = await run_in_threadpool(load_image, data, config.max_pixels)
+        except ImageLoadError as e:
+            reason = str(e)
+            if reason.startswith("not an image"):
+                raise ApiError(415, "not_an_image", "the upload is not an image in a format we can read") from None
+            if reason.startswith("image too large"):
+                raise ApiError(413, "image_too_large", reason) from None
+            raise ApiError(400, "unreadable_image", reason) from None
+        if config.keep_uploads:
+            keep = Path(config.keep_uploads)
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / f"{uuid.uuid4().hex}.bin").write_bytes(data)
+        decoded = time.perf_counter()
+        tensor = await run_in_threadpool(detector.preprocess.eval_tensor, img)
+        logit = await batcher.submit(tensor)
+        p = float(detector.p_fake(np.array([logit]))[0])
+        verdict = detector.verdict(p)
+        done = time.perf_counter()
+        face = {"box": [0, 0, img.width, img.height], "p_fake": p, "verdict": verdict, "whole_image": True}
+        return {
+            "verdict": verdict,
+            "p_fake": p,
+            "threshold": detector.threshold,
+            "faces": [face],
+            "face_detection": "off: the whole image is scored as one face crop",
+            "image": {"width": img.width, "height": img.height},
+            "timing_ms": {"decode": round((decoded - t0) * 1000, 2), "total": round((done - t0) * 1000, 2)},
+            "model": detector.name,
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index():
+        return resources.files("fakeface").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecure: bool = False) -> None:
+    """Run the app under uvicorn. A non-loopback address needs an API key, or ``insecure`` said explicitly."""
+    import uvicorn
+
+    if not is_loopback(host) and config.api_key is None and not insecure:
+        raise ValueError(f"binding {host} exposes the API beyond this machine: set --api-key (or FAKEFACE_API_KEY), "
+                         "or pass --insecure to do it without one")
+    if not Path(config.checkpoint).exists():
+        raise FileNotFoundError(f"checkpoint not found: {config.checkpoint}")
+    uvicorn.run(create_app(config), host=host, port=port, log_level=os.environ.get("FAKEFACE_LOG_LEVEL", "info"))

@@ -1,0 +1,173 @@
+"""The REST API through FastAPI's TestClient, and one real `fakeface serve` process over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import make_folder_dataset, noise_image
+from fakeface.predict import Detector
+from fakeface.serve import ServeConfig, create_app, is_loopback
+from fakeface.train import TrainConfig, train
+from test_data import _png_bomb
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    data = make_folder_dataset(root / "ds", per_class=8, size=96)
+    run = train(TrainConfig(data=str(data), out=str(root / "run"), epochs=1, batch_size=8, image_size=80,
+                            precision="fp32", workers=0))
+    return run / "best.pt"
+
+
+def jpeg_bytes(seed=0, size=100, mode="RGB", fmt="JPEG") -> bytes:
+    buf = io.BytesIO()
+    noise_image(seed, size, mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint):
+    app = create_app(ServeConfig(checkpoint=str(checkpoint), max_upload_bytes=200_000, precision="fp32"))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_health_and_model(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    info = client.get("/v1/model").json()
+    assert info["architecture"] == "inception_resnet_v1" and info["input_size"] == 80
+    assert info["threshold"] == 0.5 and info["positive_class"] == "fake" and info["training"]["epoch"] == 1
+
+
+def test_predict_matches_the_library(client, checkpoint):
+    data = jpeg_bytes(3)
+    r = client.post("/v1/predict", files={"file": ("face.jpg", data, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    from PIL import Image
+
+    expected = Detector(checkpoint, precision="fp32").predict([Image.open(io.BytesIO(data)).convert("RGB")])[0]
+    assert body["p_fake"] == pytest.approx(float(expected), abs=1e-5)
+    assert body["verdict"] == ("fake" if body["p_fake"] >= 0.5 else "real")
+    assert body["faces"][0]["whole_image"] is True and body["image"] == {"width": 100, "height": 100}
+
+
+@pytest.mark.parametrize("payload,status,code", [
+    (b"", 400, "empty_upload"),
+    (b"hello, I am text", 415, "not_an_image"),
+    (jpeg_bytes(1)[:300], 400, "unreadable_image"),
+    (b"\x00" * 300_000, 413, "upload_too_large"),
+])
+def test_bad_uploads_get_stable_json_errors(client, payload, status, code):
+    r = client.post("/v1/predict", files={"file": ("x.jpg", payload, "image/jpeg")})
+    assert r.status_code == status
+    assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+    assert client.get("/healthz").status_code == 200  # still serving
+
+
+def test_decompression_bomb_refused_before_decoding(client, tmp_path):
+    _png_bomb(tmp_path / "bomb.png")
+    r = client.post("/v1/predict", files={"file": ("bomb.png", (tmp_path / "bomb.png").read_bytes(), "image/png")})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large"
+
+
+def test_missing_file_field_is_422(client):
+    r = client.post("/v1/predict", data={"nothing": "here"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+
+
+def test_api_key_is_required_when_set(checkpoint):
+    app = create_app(ServeConfig(checkpoint=str(checkpoint), api_key="s3cret", precision="fp32"))
+    with TestClient(app) as c:
+        assert c.get("/v1/model").status_code == 401
+        assert c.get("/v1/model", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/v1/model", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200 and c.get("/").status_code == 200
+
+
+def test_concurrent_requests_are_batched(checkpoint):
+    import concurrent.futures
+
+    app = create_app(ServeConfig(checkpoint=str(checkpoint), precision="fp32", max_wait_ms=50))
+    with TestClient(app) as c:
+        payloads = [jpeg_bytes(i) for i in range(12)]
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(lambda d: c.post("/v1/predict", files={"file": ("a.jpg", d)}), payloads))
+        assert all(r.status_code == 200 for r in results)
+        probs = [r.json()["p_fake"] for r in results]
+        assert len(set(np.round(probs, 6))) > 1  # each request got its own answer
+        assert app.state.batcher.batches < 12  # some requests shared a model call
+
+
+def test_web_page_is_self_contained(client):
+    html = client.get("/").text
+    assert "<title>fakeface" in html and "/v1/predict" in html
+    assert "http://" not in html and "https://" not in html  # no CDN: works offline
+
+
+def test_openapi_docs(client):
+    spec = client.get("/openapi.json").json()
+    assert "/v1/predict" in spec["paths"] and client.get("/docs").status_code == 200
+
+
+def test_non_loopback_needs_a_key_or_insecure(checkpoint):
+    from fakeface.serve import serve
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
+    with pytest.raises(ValueError, match="--insecure"):
+        serve(ServeConfig(checkpoint=str(checkpoint)), host="0.0.0.0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_server_over_http(checkpoint):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fakeface", "serve", "--checkpoint", str(checkpoint),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if json.load(urllib.request.urlopen(f"{base}/healthz", timeout=2))["status"] == "ok":
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert proc.poll() is None and time.time() < deadline, "server did not start"
+            time.sleep(0.3)
+        boundary = "fakefaceboundary"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n").encode()
+        body = head + jpeg_bytes(5, fmt="PNG") + f"\r\n--{boundary}--\r\n".encode()
+        form = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        req = urllib.request.Request(f"{base}/v1/predict", data=body, method="POST", headers=form)
+        out = json.load(urllib.request.urlopen(req, timeout=60))
+        assert 0 <= out["p_fake"] <= 1 and out["verdict"] in ("real", "fake")
+        truncated = head + jpeg_bytes(5, fmt="PNG")[:120] + f"\r\n--{boundary}--\r\n".encode()
+        bad = urllib.request.Request(f"{base}/v1/predict", data=truncated, method="POST", headers=form)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(bad, timeout=60)
+        assert e.value.code == 400 and json.load(e.value)["error"]["code"] == "unreadable_image"
+        assert json.load(urllib.request.urlopen(f"{base}/healthz", timeout=5))["status"] == "ok"
+    finally:
+        proc.terminate()
+        logs = proc.communicate(timeout=30)[0]
+    assert "\\x89PNG" not in logs and "IHDR" not in logs  # no image bytes in the logs
