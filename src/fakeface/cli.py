@@ -255,6 +255,26 @@ def calibrate(
 
 
 @app.command()
+def explain(
+    image: Annotated[Path, typer.Argument(help="Image to explain.")],
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (or run folder: its best.pt).")],
+    out: Annotated[Path, typer.Option(help="PNG to write: the Grad-CAM heatmap over the image.")] = Path("heatmap.png"),
+):
+    """Grad-CAM heatmap of the regions that drove the score (red: towards fake), overlaid on the image."""
+    from .explain import save_explanation
+    from .images import ImageLoadError, load_image
+    from .predict import Detector
+
+    try:
+        detector = Detector(checkpoint)
+        img = load_image(image)
+    except (*USER_ERRORS, ImageLoadError) as e:
+        raise fail(f"{image}: {e}" if isinstance(e, ImageLoadError) else str(e)) from None
+    p = save_explanation(detector, img, out)
+    typer.echo(f"{image}: P(fake) {p:.4f} -> {detector.verdict(p)}; heatmap: {out}")
+
+
+@app.command()
 def serve(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint to serve.")],
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",

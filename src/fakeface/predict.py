@@ -50,6 +50,16 @@ class Detector:
         batch = torch.stack([self.preprocess.eval_tensor(img) for img in images])
         return self.p_fake(self.scorer.logits(batch).numpy())
 
+    def explain_model(self) -> torch.nn.Module:
+        """A private fp32 CPU copy of the model for Grad-CAM, so that hooks and gradients never touch the
+        copy that serves predictions (possibly from another thread)."""
+        if getattr(self, "_explain_model", None) is None:
+            import copy
+
+            model = copy.deepcopy(self.scorer.model).float().cpu()
+            self._explain_model = model.to(memory_format=torch.contiguous_format).eval()
+        return self._explain_model
+
     def describe(self) -> dict:
         pre = self.preprocess
         return {"checkpoint": self.checkpoint["path"], "model": self.name, "input size": pre.crop_size,

@@ -11,9 +11,11 @@ Errors always have the shape ``{"error": {"code": str, "message": str}}``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import logging
 import os
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -23,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .explain import explain_image, png_bytes
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 log = logging.getLogger("fakeface.serve")
@@ -107,6 +110,15 @@ class MicroBatcher:
                 for _, future in items:
                     if not future.done():
                         future.set_exception(e)
+
+
+_explain_lock = threading.Lock()
+
+
+def explain_locked(detector, img):
+    """Grad-CAM hooks live on one shared copy of the model: one explanation at a time."""
+    with _explain_lock:
+        return explain_image(detector, img)
 
 
 def _headline(ckpt: dict) -> dict:
@@ -194,7 +206,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         }
 
     @app.post("/v1/predict")
-    async def predict(file: UploadFile = File(..., description="An image (JPEG, PNG, WebP, ...)")):
+    async def predict(file: UploadFile = File(..., description="An image (JPEG, PNG, WebP, ...)"),
+                      explain: bool = Query(False, description="Add a Grad-CAM heatmap (PNG, base64) per face")):
         t0 = time.perf_counter()
         detector, batcher = state["detector"], state["batcher"]
         data = await file.read(config.max_upload_bytes + 1)
@@ -220,8 +233,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         logit = await batcher.submit(tensor)
         p = float(detector.p_fake(np.array([logit]))[0])
         verdict = detector.verdict(p)
-        done = time.perf_counter()
         face = {"box": [0, 0, img.width, img.height], "p_fake": p, "verdict": verdict, "whole_image": True}
+        if explain:
+            heat, _ = await run_in_threadpool(explain_locked, detector, img)
+            face["heatmap_png_base64"] = base64.b64encode(png_bytes(heat)).decode("ascii")
+        done = time.perf_counter()
         return {
             "verdict": verdict,
             "p_fake": p,
