@@ -58,6 +58,18 @@ def test_140k_csv_given_directly_keeps_metadata(sample_root):
     assert real.label == REAL and real.meta["id"] in real.path
 
 
+def test_140k_kaggle_archive_with_csvs_beside_the_folder(sample_root, tmp_path):
+    """Kaggle's zip has train.csv ... at its top level, beside real_vs_fake/real-vs-fake/."""
+    root = tmp_path / "kaggle"
+    images = root / "real_vs_fake" / "real-vs-fake" / "test"
+    shutil.copytree(sample_root / "real_vs_fake" / "real-vs-fake" / "test", images)
+    shutil.copy(sample_root / "real_vs_fake" / "test.csv", root / "test.csv")
+    index = discover(root)
+    assert index.layout == "140k-csv"
+    assert index.counts() == {"test": {"real": 100, "fake": 100}}
+    assert all(Path(s.path).is_file() for s in index.splits["test"])
+
+
 def test_140k_without_csvs(sample_root, tmp_path):
     root = tmp_path / "real_vs_fake"
     shutil.copytree(sample_root / "real_vs_fake" / "real-vs-fake" / "valid", root / "real-vs-fake" / "valid")

@@ -135,22 +135,26 @@ def evaluate(
 @app.command()
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (or run folder: its best.pt).")],
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint (or run folder: its best.pt), or an exported .onnx.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     workers: Annotated[int | None, typer.Option(help="Loader processes (default: one per spare core).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
+    detect_faces: Annotated[bool, typer.Option(
+        help="Find faces in ordinary photos, crop each like the training data, score each; the image's verdict "
+             "is its most suspicious face. Off by default: already-cropped faces need none.")] = False,
 ):
     """Score images: P(fake) and a verdict per file; unreadable files get a row with the reason.
 
     Exit code 0 when at least one image was scored, 1 when none could be, 2 on a usage error.
     """
-    from .predict import Detector, expand_inputs, predict_paths
+    from .export import load_detector
+    from .predict import expand_inputs, predict_paths
 
     try:
-        detector = Detector(checkpoint, device=device, precision=precision)
+        detector = load_detector(checkpoint, device=device, precision=precision)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     inputs = expand_inputs(paths)
@@ -164,7 +168,8 @@ def predict(
 
         csv_out.parent.mkdir(parents=True, exist_ok=True)
         csv_file = open(csv_out, "w", newline="")  # noqa: SIM115 - closed below, streamed row by row
-        writer = csv.DictWriter(csv_file, fieldnames=["path", "p_fake", "pred", "error"], extrasaction="ignore")
+        fields = ["path", "p_fake", "pred", "error"] + (["faces_found", "faces"] if detect_faces else [])
+        writer = csv.DictWriter(csv_file, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
     show_table = not json_out and len(inputs) <= 1000
     progress = None
@@ -173,16 +178,26 @@ def predict(
 
         progress = Progress(len(inputs), "scoring", 1)
     try:
-        for row in predict_paths(detector, inputs, batch_size, workers,
-                                 on_progress=(lambda n: progress.update(n, "")) if progress else None):
+        if detect_faces:
+            from .predict import predict_faces
+
+            rows_iter = predict_faces(detector, inputs, on_progress=(lambda n: progress.update(n, ""))
+                                      if progress else None)
+        else:
+            rows_iter = predict_paths(detector, inputs, batch_size, workers,
+                                      on_progress=(lambda n: progress.update(n, "")) if progress else None)
+        for row in rows_iter:
             scored += row["error"] is None
             failed += row["error"] is not None
             if writer is not None:
-                writer.writerow(row)
+                import json
+
+                writer.writerow({**row, "faces": json.dumps(row.get("faces"))})
             if json_out:
                 import json
 
-                typer.echo(json.dumps({k: row[k] for k in ("path", "p_fake", "pred", "error")}))
+                keys = ("path", "p_fake", "pred", "error") + (("faces_found", "faces") if detect_faces else ())
+                typer.echo(json.dumps({k: row.get(k) for k in keys}))
             elif show_table:
                 table_rows.append(row)
             else:
@@ -194,14 +209,14 @@ def predict(
         if csv_file is not None:
             csv_file.close()
     if show_table:
-        _print_predictions(table_rows, detector.threshold)
+        _print_predictions(table_rows, detect_faces)
     typer.echo(f"{scored} scored, {failed} unreadable; threshold {detector.threshold:.3f} "
                f"({detector.checkpoint.get('threshold_policy', 'default')})", err=True)
     if scored == 0:
         raise typer.Exit(1)
 
 
-def _print_predictions(rows: list[dict], threshold: float) -> None:
+def _print_predictions(rows: list[dict], faces: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -209,12 +224,15 @@ def _print_predictions(rows: list[dict], threshold: float) -> None:
     table.add_column("path", overflow="fold")
     table.add_column("P(fake)", justify="right")
     table.add_column("verdict")
+    if faces:
+        table.add_column("faces", justify="right")
     for r in rows:
+        extra = [str(r["faces_found"]) if r.get("faces_found") else "none: whole image"] if faces else []
         if r["error"] is not None:
-            table.add_row(r["path"], "-", f"[yellow]error: {r['error']}[/]")
+            table.add_row(r["path"], "-", f"[yellow]error: {r['error']}[/]", *([""] if faces else []))
         else:
             style = "red" if r["pred"] == "fake" else "green"
-            table.add_row(r["path"], f"{r['p_fake']:.4f}", f"[{style}]{r['pred']}[/]")
+            table.add_row(r["path"], f"{r['p_fake']:.4f}", f"[{style}]{r['pred']}[/]", *extra)
     Console(width=max(100, Console().width)).print(table)
 
 
@@ -252,6 +270,55 @@ def calibrate(
     typer.echo(f"temperature {r['temperature']:.3f}, threshold {r['threshold']:.4f} ({r['policy']}) on "
                f"{r['n_valid']} validation images; ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f}; "
                f"written to {r['checkpoint']}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (or run folder: its best.pt).")],
+    out: Annotated[Path, typer.Option(help="The .onnx file to write.")],
+    quantize: Annotated[str | None, typer.Option(help="int8: static quantization (QDQ) on real images.")] = None,
+    calibration_data: Annotated[str | None, typer.Option(
+        help="Dataset for int8: calibrates on its train split, then checks accuracy on its valid split.")] = None,
+    calibration_images: Annotated[int, typer.Option(help="How many images to calibrate on.")] = 300,
+    max_accuracy_drop: Annotated[float, typer.Option(help="Refuse int8 if accuracy drops more (points).")] = 0.5,
+):
+    """Export to ONNX (preprocessing and threshold in its metadata), checked against PyTorch; optionally int8."""
+    import random
+
+    from .data import discover
+    from .export import compare_on_split, export_onnx
+
+    try:
+        calib, guard = None, None
+        if quantize is not None:
+            if quantize != "int8":
+                raise ValueError(f"--quantize takes int8, got {quantize!r}")
+            if calibration_data is None:
+                raise ValueError("--quantize int8 needs --calibration-data PATH (real images, a few hundred)")
+            index = discover(calibration_data)
+            pool = index.splits.get("train") or next(iter(index.splits.values()))
+            calib = [s.path for s in random.Random(0).sample(pool, min(calibration_images, len(pool)))]
+            guard = index.splits.get("valid") or index.splits.get("test")
+            if not guard:
+                raise ValueError("the calibration data needs a valid (or test) split to check int8 accuracy on")
+        report = export_onnx(checkpoint, out, quantize=quantize, calibration_data=calib)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    typer.echo(f"fp32: {report['fp32']['path']}  max |dP| vs PyTorch {report['fp32']['max_abs_diff_p']:.2e} "
+               f"({report['checked_on']})")
+    if quantize is None:
+        return
+    typer.echo(f"int8: {report['int8']['path']}  max |dP| vs fp32 {report['int8']['max_abs_diff_p_vs_fp32']:.3f}")
+    cmp = compare_on_split(report["fp32"]["path"], report["int8"]["path"], [s.path for s in guard],
+                           [s.label for s in guard])
+    drop = 100 * cmp["accuracy_drop"]
+    auc = "n/a" if cmp["roc_auc_drop"] is None else f"{-cmp['roc_auc_drop']:+.4f}"
+    acc = f"{cmp['fp32']['accuracy']:.4f} -> {cmp['int8']['accuracy']:.4f}"
+    typer.echo(f"on {cmp['n']} labelled images: accuracy {acc} ({-drop:+.2f} points), ROC-AUC change {auc}")
+    if drop > max_accuracy_drop:
+        Path(report["int8"]["path"]).unlink(missing_ok=True)
+        raise fail(f"int8 loses {drop:.2f} accuracy points (> {max_accuracy_drop}): refused and removed; "
+                   f"use the fp32 model {report['fp32']['path']}", code=1)
 
 
 @app.command()
@@ -318,6 +385,70 @@ def demo(
         run_demo(out, data=data, fast=fast, epochs=epochs, seed=seed, say=typer.echo)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
+
+
+data_app = typer.Typer(help="Dataset tools: check for problems and leaks, split a flat folder, download the 140k set.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    path: Annotated[str, typer.Argument(help="Dataset (any layout train accepts).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    near_duplicates: Annotated[bool, typer.Option(help="Look for near-duplicates (perceptual hash).")] = True,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: one per spare core).")] = None,
+):
+    """Counts, unreadable files, formats, duplicates and train/test leaks. Exit code 1 when errors are found."""
+    import json
+
+    from .datatools import check_dataset, format_check_report
+
+    try:
+        result = check_dataset(path, near_duplicates=near_duplicates, workers=workers)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    typer.echo(json.dumps(result, indent=2, default=str) if json_out else format_check_report(result))
+    if result["errors"]:
+        raise typer.Exit(1)
+
+
+@data_app.command("split")
+def data_split(
+    path: Annotated[str, typer.Argument(help="A flat real/ + fake/ folder (or any layout; splits are pooled).")],
+    out: Annotated[Path, typer.Option(help="Empty folder for the 140k-style train/valid/test layout and CSVs.")],
+    valid: Annotated[float, typer.Option(help="Fraction for validation.")] = 0.1,
+    test: Annotated[float, typer.Option(help="Fraction for test.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    link: Annotated[str, typer.Option(help="copy, symlink or hardlink the images.")] = "copy",
+):
+    """Seeded, stratified split that keeps near-duplicates in one split, written in the 140k format."""
+    from .datatools import split_dataset
+
+    try:
+        r = split_dataset(path, out, valid=valid, test=test, seed=seed, link=link)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    typer.echo(f"{r['counts']} -> {r['out']}")
+    typer.echo(f"next: {r['next']}")
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="Dataset name: 140k.")],
+    to: Annotated[Path, typer.Option(help="Folder to download into.")],
+):
+    """Download the Kaggle "140k Real and Fake Faces" set with the official kaggle client, then verify it."""
+    from .datatools import download_140k
+
+    if name != "140k":
+        raise fail(f"unknown dataset {name!r}; available: 140k")
+    try:
+        r = download_140k(to)
+    except (*USER_ERRORS, RuntimeError) as e:
+        raise fail(str(e)) from None
+    typer.echo(f"verified {r['counts']} in {r['root']}")
+    typer.echo(f"next: {r['next']}")
 
 
 def run():  # pragma: no cover - `python -m fakeface`

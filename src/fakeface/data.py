@@ -84,18 +84,27 @@ def discover(path: str | os.PathLike) -> DatasetIndex:
             raise DataError(f"{root} is a file but not a CSV manifest")
         index = _read_manifest(root)
     else:
+        top_csvs = {s: root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").is_file()}
+        if top_csvs and (root / "real_vs_fake" / "real-vs-fake").is_dir():
+            # Kaggle's archive keeps the CSVs beside real_vs_fake/, not inside it
+            index = _read_140k_csvs(root, top_csvs, root / "real_vs_fake" / "real-vs-fake")
+            return _finish(index, root)
         if (root / "real_vs_fake").is_dir() and not _class_dirs(root, depth=1):
             root = root / "real_vs_fake"
         if root.name == "real-vs-fake" and any((root.parent / f"{s}.csv").is_file() for s in SPLITS):
             root = root.parent  # the CSVs beside it are the dataset's truth
         csvs = {s: root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").is_file()}
         if csvs and (root / "real-vs-fake").is_dir():
-            index = _read_140k_csvs(root, csvs)
+            index = _read_140k_csvs(root, csvs, root / "real-vs-fake")
         else:
             folder = root / "real-vs-fake" if (root / "real-vs-fake").is_dir() else root
             index = _read_folders(folder)
             if folder != root or root.name == "real-vs-fake":
                 index.root, index.layout = root, "140k-folders"
+    return _finish(index, root)
+
+
+def _finish(index: DatasetIndex, root: Path) -> DatasetIndex:
     index.splits = {s: v for s, v in index.splits.items() if v}
     if not index.splits:
         raise DataError(
@@ -200,12 +209,12 @@ def _samples_from_rows(csv_path: Path, rows: list[dict], columns: list[str], bas
     return out
 
 
-def _read_140k_csvs(root: Path, csvs: dict[str, Path]) -> DatasetIndex:
+def _read_140k_csvs(root: Path, csvs: dict[str, Path], images: Path) -> DatasetIndex:
     notes: list[str] = []
     splits = {}
     for split, csv_path in csvs.items():
         columns, rows = _read_rows(csv_path)
-        splits[split] = [s for _, s in _samples_from_rows(csv_path, rows, columns, root / "real-vs-fake", notes)]
+        splits[split] = [s for _, s in _samples_from_rows(csv_path, rows, columns, images, notes)]
     return DatasetIndex(root, "140k-csv", splits, notes)
 
 

@@ -13,8 +13,9 @@ import numpy as np
 from .augment import PERTURBATIONS
 from .augment import perturb as perturb_image
 from .data import DataError, discover
+from .export import load_detector
 from .metrics import bootstrap_ci, compute_metrics, expected_calibration_error
-from .predict import Detector, predict_paths
+from .predict import predict_paths
 from .report import (
     PLOT_FILES,
     plot_evaluation,
@@ -39,7 +40,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
     classes alike, and adds a ``robustness`` table and plot.
     """
     out = Path(out)
-    detector = Detector(checkpoint, device=device, precision=precision)
+    detector = load_detector(checkpoint, device=device, precision=precision)
     index = discover(data)
     if split not in index.splits:
         raise DataError(f"no {split!r} split in {index.describe()}; choose --split from {sorted(index.splits)}")

@@ -110,3 +110,28 @@ def predict_paths(detector: Detector, paths: list[str], batch_size: int = 32, wo
             yield {"path": ds.samples[i].path, "label": CLASS_NAMES[label] if label >= 0 else None, **rows[i]}
         if on_progress is not None:
             on_progress(len(rows))
+
+
+def predict_faces(detector: Detector, paths: list[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  on_progress=None) -> Iterator[dict]:
+    """Like :func:`predict_paths`, for ordinary photos: find the faces of each image and score each one.
+
+    Rows add ``faces`` (box, crop, P(fake), verdict per face) and ``faces_found``; ``p_fake``/``pred`` are the
+    most suspicious face's. An image without a face is scored whole, and its one face says ``whole_image``.
+    """
+    from .faces import FaceDetector, analyse
+    from .images import ImageLoadError, load_image
+
+    face_detector = FaceDetector()
+    for path in paths:
+        try:
+            img = load_image(path, max_pixels)
+        except ImageLoadError as e:
+            yield {"path": path, "label": None, "p_fake": None, "pred": None, "error": str(e), "faces": [],
+                   "faces_found": 0}
+        else:
+            result = analyse(detector, img, face_detector)
+            yield {"path": path, "label": None, "p_fake": result["p_fake"], "pred": result["verdict"], "error": None,
+                   "faces": result["faces"], "faces_found": result["faces_found"]}
+        if on_progress is not None:
+            on_progress(1)

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .explain import explain_image, png_bytes
+from .faces import FaceDetector, crop_face
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 log = logging.getLogger("fakeface.serve")
@@ -131,13 +132,14 @@ def _headline(ckpt: dict) -> dict:
 
 def create_app(config: ServeConfig) -> FastAPI:
     """The API and web page for one checkpoint."""
-    from .predict import Detector
+    from .export import load_detector
 
     state: dict = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        detector = Detector(config.checkpoint, device=config.device, precision=config.precision)
+        detector = load_detector(config.checkpoint, device=config.device, precision=config.precision)
+        state["faces"] = FaceDetector()
         batcher = MicroBatcher(detector.scorer.logits, config.max_batch, config.max_wait_ms)
         batcher.start()
         state.update(detector=detector, batcher=batcher)
@@ -207,6 +209,8 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.post("/v1/predict")
     async def predict(file: UploadFile = File(..., description="An image (JPEG, PNG, WebP, ...)"),
+                      detect_faces: bool = Query(False, description="Find faces and score each (for ordinary "
+                                                 "photos; already-cropped faces need not)"),
                       explain: bool = Query(False, description="Add a Grad-CAM heatmap (PNG, base64) per face")):
         t0 = time.perf_counter()
         detector, batcher = state["detector"], state["batcher"]
@@ -224,26 +228,41 @@ def create_app(config: ServeConfig) -> FastAPI:
             if reason.startswith("image too large"):
                 raise ApiError(413, "image_too_large", reason) from None
             raise ApiError(400, "unreadable_image", reason) from None
+        if explain and not hasattr(detector, "explain_model"):
+            raise ApiError(422, "explain_unavailable", "heatmaps need a PyTorch checkpoint, not an ONNX model")
         if config.keep_uploads:
             keep = Path(config.keep_uploads)
             keep.mkdir(parents=True, exist_ok=True)
             (keep / f"{uuid.uuid4().hex}.bin").write_bytes(data)
         decoded = time.perf_counter()
-        tensor = await run_in_threadpool(detector.preprocess.eval_tensor, img)
-        logit = await batcher.submit(tensor)
-        p = float(detector.p_fake(np.array([logit]))[0])
-        verdict = detector.verdict(p)
-        face = {"box": [0, 0, img.width, img.height], "p_fake": p, "verdict": verdict, "whole_image": True}
-        if explain:
-            heat, _ = await run_in_threadpool(explain_locked, detector, img)
-            face["heatmap_png_base64"] = base64.b64encode(png_bytes(heat)).decode("ascii")
+        faces = await run_in_threadpool(state["faces"].detect, img) if detect_faces else []
+        crops = [crop_face(img, f) for f in faces] or [img]
+        tensors = [await run_in_threadpool(detector.preprocess.eval_tensor, c) for c in crops]
+        logits = await asyncio.gather(*(batcher.submit(t) for t in tensors))
+        probs = detector.p_fake(np.array(logits))
+        rows = []
+        for i, p in enumerate(probs.tolist()):
+            box = list(faces[i].box) if faces else [0, 0, img.width, img.height]
+            row = {"box": box, "p_fake": p, "verdict": detector.verdict(p), "whole_image": not faces}
+            if explain:
+                heat, _ = await run_in_threadpool(explain_locked, detector, crops[i])
+                row["heatmap_png_base64"] = base64.b64encode(png_bytes(heat)).decode("ascii")
+            rows.append(row)
+        top = max(rows, key=lambda r: r["p_fake"])
         done = time.perf_counter()
+        if not detect_faces:
+            note = "off: the whole image was scored as one face crop"
+        elif faces:
+            note = f"{len(faces)} face(s) found; the image verdict is the most suspicious face's"
+        else:
+            note = "no face found: the whole image was scored instead"
         return {
-            "verdict": verdict,
-            "p_fake": p,
+            "verdict": top["verdict"],
+            "p_fake": top["p_fake"],
             "threshold": detector.threshold,
-            "faces": [face],
-            "face_detection": "off: the whole image is scored as one face crop",
+            "faces": rows,
+            "faces_found": len(faces),
+            "face_detection": note,
             "image": {"width": img.width, "height": img.height},
             "timing_ms": {"decode": round((decoded - t0) * 1000, 2), "total": round((done - t0) * 1000, 2)},
             "model": detector.name,

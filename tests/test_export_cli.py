@@ -1,0 +1,51 @@
+"""`fakeface export` and the ONNX backend through the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_folder_dataset
+from fakeface.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+
+def fakeface(*args):
+    return subprocess.run([sys.executable, "-m", "fakeface", *map(str, args)], capture_output=True, text=True)
+
+
+def test_export_int8_with_accuracy_guard_then_predict_and_evaluate_with_onnx(tmp_path):
+    data = make_folder_dataset(tmp_path / "ds", per_class=8, size=96)
+    run = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=8, image_size=80,
+                            precision="fp32", workers=0))
+    out = tmp_path / "m.onnx"
+    res = fakeface("export", "--checkpoint", run / "best.pt", "--out", out, "--quantize", "int8",
+                   "--calibration-data", data, "--calibration-images", "16", "--max-accuracy-drop", "100")
+    assert res.returncode == 0, res.stderr
+    assert "int8:" in res.stdout and "accuracy" in res.stdout and out.is_file()
+    assert (tmp_path / "m.fp32.onnx").is_file()
+
+    pred = fakeface("predict", "--checkpoint", tmp_path / "m.fp32.onnx", data / "test" / "fake", "--json")
+    assert pred.returncode == 0, pred.stderr
+    rows = [json.loads(line) for line in pred.stdout.splitlines()]
+    assert len(rows) == 8 and all(0 <= r["p_fake"] <= 1 for r in rows)
+
+    ev = fakeface("evaluate", "--checkpoint", tmp_path / "m.fp32.onnx", "--data", data, "--out", tmp_path / "ev",
+                  "--bootstrap", "0")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n"] == 16
+
+    # a guard no model can pass: the int8 file is refused and removed
+    out2 = tmp_path / "strict.onnx"
+    strict = fakeface("export", "--checkpoint", run / "best.pt", "--out", out2, "--quantize", "int8",
+                      "--calibration-data", data, "--calibration-images", "16", "--max-accuracy-drop", "-1")
+    assert strict.returncode == 1 and "refused" in strict.stderr and not out2.exists()
+
+
+def test_export_int8_without_calibration_data_is_a_usage_error(tmp_path):
+    res = fakeface("export", "--checkpoint", tmp_path / "x.pt", "--out", tmp_path / "m.onnx", "--quantize", "int8")
+    assert res.returncode == 2 and "--calibration-data" in res.stderr
