@@ -1,0 +1,100 @@
+"""The web page in a real browser: Debian's Chromium driven by Playwright against a real `fakeface serve`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import make_folder_dataset
+from fakeface.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _need(ok: bool, what: str):
+    if not ok:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{what} is missing: `make test` installs it")
+        pytest.skip(f"{what} is not installed (make test installs it)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        _need(False, "the playwright package")
+    _need(Path(CHROMIUM).exists(), "Debian's chromium")
+    root = tmp_path_factory.mktemp("web")
+    data = make_folder_dataset(root / "ds", per_class=8, size=96)
+    run = train(TrainConfig(data=str(data), out=str(root / "run"), epochs=1, batch_size=8, image_size=80,
+                            precision="fp32", workers=0))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "fakeface", "serve", "--checkpoint", str(run / "best.pt"),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None, "server died"
+            time.sleep(0.3)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(server)
+        yield page
+        browser.close()
+
+
+def test_upload_a_real_face_shows_a_verdict(page, sample_root, tmp_path):
+    face = next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "real").glob("*.jpg"))
+    page.set_input_files("#file", str(face))
+    page.wait_for_selector("#result", state="visible", timeout=60_000)
+    verdict = page.inner_text("#verdict")
+    assert verdict in ("Likely a real photo", "Likely generated (fake)")
+    assert "P(fake) =" in page.inner_text("#detail")
+    assert page.get_attribute("#verdict", "class") in ("real", "fake")
+    assert "inception_resnet_v1" in page.inner_text("#model")
+    page.screenshot(path=str(tmp_path / "verdict.png"), full_page=True)
+    assert (tmp_path / "verdict.png").stat().st_size > 10_000
+
+
+def test_a_corrupt_file_gets_a_clear_message(page, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 20)
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#status.error", timeout=60_000)
+    message = page.inner_text("#status")
+    assert message.startswith("Sorry") and "corrupt" in message
+    assert not page.is_visible("#result")
+    page.screenshot(path=str(tmp_path / "error.png"))
+
+
+def test_phone_width_has_no_sideways_scroll(page):
+    page.set_viewport_size({"width": 390, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1100, "height": 900})
