@@ -83,6 +83,17 @@ def test_upload_a_real_face_shows_a_verdict(page, sample_root, tmp_path):
     assert (tmp_path / "verdict.png").stat().st_size > 10_000
 
 
+def test_heatmap_toggle(page, tmp_path):
+    assert page.is_hidden("#heatmaps")
+    page.check("#heat")  # asks the server again, with explain=true
+    page.wait_for_selector("#heatmaps img", timeout=60_000)
+    src = page.get_attribute("#heatmaps img", "src")
+    assert src.startswith("data:image/png;base64,") and len(src) > 1000
+    page.screenshot(path=str(tmp_path / "heatmap.png"), full_page=True)
+    page.uncheck("#heat")
+    assert page.is_hidden("#heatmaps")
+
+
 def test_a_corrupt_file_gets_a_clear_message(page, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 20)

@@ -138,11 +138,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_real_server_over_http(checkpoint):
+def _multipart(payload: bytes, field: str = "file") -> tuple[bytes, dict]:
+    boundary = "fakefaceboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"a.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode()
+    body = head + payload + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _call(url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def test_real_server_over_http(checkpoint, tmp_path):
+    import os
+
     port = free_port()
+    env = {**os.environ, "FAKEFACE_API_KEY": "k3y"}
     proc = subprocess.Popen([sys.executable, "-m", "fakeface", "serve", "--checkpoint", str(checkpoint),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--port", str(port), "--max-upload-mb", "0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     base = f"http://127.0.0.1:{port}"
+    key = {"Authorization": "Bearer k3y"}
     try:
         deadline = time.time() + 120
         while True:
@@ -153,21 +175,34 @@ def test_real_server_over_http(checkpoint):
                 pass
             assert proc.poll() is None and time.time() < deadline, "server did not start"
             time.sleep(0.3)
-        boundary = "fakefaceboundary"
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
-                "Content-Type: image/png\r\n\r\n").encode()
-        body = head + jpeg_bytes(5, fmt="PNG") + f"\r\n--{boundary}--\r\n".encode()
-        form = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        req = urllib.request.Request(f"{base}/v1/predict", data=body, method="POST", headers=form)
-        out = json.load(urllib.request.urlopen(req, timeout=60))
-        assert 0 <= out["p_fake"] <= 1 and out["verdict"] in ("real", "fake")
-        truncated = head + jpeg_bytes(5, fmt="PNG")[:120] + f"\r\n--{boundary}--\r\n".encode()
-        bad = urllib.request.Request(f"{base}/v1/predict", data=truncated, method="POST", headers=form)
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(bad, timeout=60)
-        assert e.value.code == 400 and json.load(e.value)["error"]["code"] == "unreadable_image"
-        assert json.load(urllib.request.urlopen(f"{base}/healthz", timeout=5))["status"] == "ok"
+        assert _call(f"{base}/v1/model")[0] == 401
+        assert _call(f"{base}/v1/model", headers={"Authorization": "Bearer nope"})[0] == 401
+        assert _call(f"{base}/v1/model", headers=key)[0] == 200
+
+        body, form = _multipart(jpeg_bytes(5, fmt="PNG"))
+        status, out = _call(f"{base}/v1/predict", body, {**form, **key})
+        assert status == 200 and 0 <= out["p_fake"] <= 1 and out["verdict"] in ("real", "fake")
+
+        _png_bomb(tmp_path / "bomb.png")
+        bad_inputs = {
+            "empty": (b"", 400, "empty_upload"),
+            "text": (b"just some text, not a picture", 415, "not_an_image"),
+            "truncated": (jpeg_bytes(5, fmt="PNG")[:120], 400, "unreadable_image"),
+            "oversized": (b"\x00" * 300_000, 413, "upload_too_large"),
+            "bomb": ((tmp_path / "bomb.png").read_bytes(), 413, "image_too_large"),
+        }
+        for name, (payload, want_status, want_code) in bad_inputs.items():
+            body, form = _multipart(payload)
+            status, out = _call(f"{base}/v1/predict", body, {**form, **key})
+            assert (status, out["error"]["code"]) == (want_status, want_code), name
+        body, form = _multipart(jpeg_bytes(5), field="picture")
+        assert _call(f"{base}/v1/predict", body, {**form, **key})[0] == 422  # no "file" field
+        body, form = _multipart(jpeg_bytes(5))
+        assert _call(f"{base}/v1/predict?detect_faces=perhaps", body, {**form, **key})[0] == 422
+        assert json.load(urllib.request.urlopen(f"{base}/healthz", timeout=5))["status"] == "ok"  # still serving
+        assert _call(f"{base}/v1/predict", body, {**form, **key})[0] == 200
     finally:
         proc.terminate()
         logs = proc.communicate(timeout=30)[0]
-    assert "\\x89PNG" not in logs and "IHDR" not in logs  # no image bytes in the logs
+    assert "\\x89PNG" not in logs and "IHDR" not in logs and "JFIF" not in logs  # no image bytes in the logs
+    assert "POST /v1/predict" in logs  # the access log is there, just without bodies
