@@ -63,6 +63,26 @@ def peak_rss_of_training(data: str) -> float:
     return kib / 2**20
 
 
+def accuracy_by_precision(epochs: int = 3) -> None:
+    """Train the same run (synthetic demo data, same seed) in fp32 and in bf16; print validation AUC of each."""
+    from fakeface.demo import FAST
+    from fakeface.synthetic import make_demo_dataset
+    from fakeface.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_demo_dataset(f"{tmp}/data", n_train=FAST.n_train, n_valid=FAST.n_valid, n_test=FAST.n_test,
+                          size=FAST.size, seed=0)
+        for precision in ("fp32", "bf16"):
+            t0 = time.perf_counter()
+            cfg = TrainConfig(data=f"{tmp}/data", out=f"{tmp}/{precision}", epochs=epochs, batch_size=FAST.batch_size,
+                              image_size=FAST.crop, resize="native", eval_size=FAST.size, lr=1e-3, warmup_epochs=0.3,
+                              weight_decay=1e-4, model_kwargs={"dropout": 0.2}, precision=precision, seed=0)
+            run = train(cfg)
+            rows = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["history"]
+            aucs = " ".join(f"{r['val_auc']:.3f}" for r in rows)
+            print(f"{precision}: validation ROC-AUC per epoch {aucs}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="inception_resnet_v1")
@@ -71,6 +91,8 @@ def main():
     ap.add_argument("--steps", type=int, default=6)
     shared = Path(__file__).resolve().parents[2] / "shared"
     ap.add_argument("--rss-data", default=str(shared / "data" / "faces140k-sample"))
+    ap.add_argument("--accuracy", action="store_true",
+                    help="also train the fast demo run in fp32 and bf16 and compare validation ROC-AUC")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, AMX/AVX512-BF16: {cpu_has_fast_bf16()}")
     print(f"{args.model}, batch {args.batch}, {args.steps} timed steps after 2 warm-up steps")
@@ -83,6 +105,8 @@ def main():
                 base = base or ips
                 fmt = "channels_last" if cl else "contiguous"
                 print(f"{size:>5} {precision:>9} {fmt:>14} {ips:8.1f} {ips / base:7.2f}x {first:10.1f}", flush=True)
+    if args.accuracy:
+        accuracy_by_precision()
     if Path(args.rss_data).exists():
         rss = peak_rss_of_training(args.rss_data)
         print(f"peak RSS of `fakeface train` (batch 32, 160 px): {rss:.2f} GiB (target < 4 GiB): "
