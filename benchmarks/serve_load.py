@@ -74,6 +74,8 @@ def main():
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-seconds", type=float, default=900)
+    ap.add_argument("--max-wait-ms", type=float, default=20.0, help="passed to fakeface serve")
+    ap.add_argument("--max-batch", type=int, default=32, help="passed to fakeface serve")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     ckpt = args.checkpoint
@@ -87,7 +89,8 @@ def main():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "fakeface", "serve", "--checkpoint", ckpt, "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "fakeface", "serve", "--checkpoint", ckpt, "--port", str(port),
+                               "--max-wait-ms", str(args.max_wait_ms), "--max-batch", str(args.max_batch)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):

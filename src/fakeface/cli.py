@@ -353,7 +353,7 @@ def serve(
     keep_uploads: Annotated[Path | None, typer.Option(help="Save every upload here (off by default).")] = None,
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow this browser origin (repeatable).")] = None,
     max_batch: Annotated[int, typer.Option(help="Largest micro-batch of concurrent requests.")] = 32,
-    max_wait_ms: Annotated[float, typer.Option(help="Longest wait to fill a micro-batch, in ms.")] = 5.0,
+    max_wait_ms: Annotated[float, typer.Option(help="Longest wait to fill a micro-batch, in ms.")] = 20.0,
 ):
     """Serve the REST API (/v1/predict, /v1/model, /healthz, /docs) and the web page (/) with uvicorn."""
     from .serve import ServeConfig

@@ -48,7 +48,7 @@ class ServeConfig:
     keep_uploads: str | None = None
     cors_origins: list[str] = field(default_factory=list)
     max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 20.0
     device: str = "auto"
     precision: str = "auto"
 
