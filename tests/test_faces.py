@@ -44,6 +44,26 @@ def test_pasted_faces_are_found_and_cropped_like_ffhq(sample_root):
     assert np.median(ious) >= 0.7, ious
 
 
+def test_tilted_faces_are_levelled_by_their_eyes(sample_root):
+    faces = sorted((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "real").glob("*.jpg"))[:20]
+    detector = FaceDetector()
+    angles = {}
+    for tilt in (-12, 12):
+        found = []
+        for path in faces:
+            img = Image.open(path).convert("RGB").rotate(tilt, resample=Image.Resampling.BILINEAR)
+            scene = Image.new("RGB", (512, 512), (90, 100, 110))
+            scene.paste(img, (128, 128))
+            detected = detector.detect(scene)
+            if detected and detected[0].angle:
+                found.append(detected[0].angle)
+        assert len(found) >= 5, f"eyes found in only {len(found)} faces at tilt {tilt}"
+        angles[tilt] = float(np.median(found))
+    # PIL rotates counter-clockwise for a positive angle, which lowers the left-hand eye: the measured roll
+    # is minus the tilt, and rotating by it (crop_face) levels the eyes again
+    assert abs(angles[12] + 12) < 6 and abs(angles[-12] - 12) < 6, angles
+
+
 def test_no_face_scores_the_whole_image_and_says_so():
     class Half:  # a stand-in detector: P(fake) = mean brightness
         threshold = 0.5

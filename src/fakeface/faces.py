@@ -28,6 +28,7 @@ CASCADE = "haarcascade_frontalface_alt2.xml"
 class Face:
     box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the detector's face box, in image pixels
     crop: tuple[int, int, int, int]  # the FFHQ-like square crop around it (may extend past the image)
+    angle: float = 0.0  # roll in degrees from the eyes (FFHQ crops have level eyes); 0 when eyes were not found
 
 
 class FaceDetector:
@@ -44,6 +45,7 @@ class FaceDetector:
         if self.cascade.empty():
             raise RuntimeError(f"OpenCV's face cascade is missing ({path}): opencv-python-headless 5.x ships none, "
                                "install 'opencv-python-headless<5'")
+        self.eyes = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
         self.min_size_fraction, self.scale_factor, self.min_neighbors = min_size_fraction, scale_factor, min_neighbors
         self.max_side = max_side  # detect on a down-scaled copy of big photos: faster, same boxes
 
@@ -56,9 +58,24 @@ class FaceDetector:
                                               minSize=(side, side))
         faces = []
         for x, y, w, h in sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3]):
+            angle = self.eye_angle(gray[y: y + h // 2 + h // 8, x: x + w], w)
             x, y, w, h = (round(v / scale) for v in (x, y, w, h))
-            faces.append(Face((x, y, x + w, y + h), ffhq_crop_box((x, y, x + w, y + h))))
+            faces.append(Face((x, y, x + w, y + h), ffhq_crop_box((x, y, x + w, y + h)), angle))
         return faces
+
+    def eye_angle(self, upper_face: np.ndarray, face_width: int) -> float:
+        """Roll of the face from its two eyes (degrees, positive = the right-hand eye lower); 0 if unsure."""
+        side = max(8, face_width // 8)
+        eyes = self.eyes.detectMultiScale(upper_face, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+        if len(eyes) < 2:
+            return 0.0
+        # the two largest, one on each half of the face
+        centres = sorted(((ex + ew / 2, ey + eh / 2, ew * eh) for ex, ey, ew, eh in eyes), key=lambda e: -e[2])[:2]
+        (x1, y1, _), (x2, y2, _) = sorted(centres)
+        if x2 - x1 < face_width * 0.25:
+            return 0.0
+        angle = float(np.degrees(np.arctan2(y2 - y1, x2 - x1)))
+        return angle if abs(angle) <= 30 else 0.0
 
 
 def ffhq_crop_box(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -72,8 +89,12 @@ def ffhq_crop_box(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
 
 
 def crop_face(img: Image.Image, face: Face) -> Image.Image:
-    """Cut the crop out; parts beyond the image are filled by edge reflection, as FFHQ's aligner pads."""
+    """Cut the crop out, eyes levelled (rotated about the crop's centre by the face's roll); parts beyond the
+    image are filled by edge reflection, as FFHQ's aligner pads."""
     x0, y0, x1, y1 = face.crop
+    if face.angle:
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        img = img.rotate(face.angle, resample=Image.Resampling.BILINEAR, center=(cx, cy))
     pad = max(0, -x0, -y0, x1 - img.width, y1 - img.height)
     if pad == 0:
         return img.crop(face.crop)
