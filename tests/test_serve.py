@@ -206,3 +206,21 @@ def test_real_server_over_http(checkpoint, tmp_path):
         logs = proc.communicate(timeout=30)[0]
     assert "\\x89PNG" not in logs and "IHDR" not in logs and "JFIF" not in logs  # no image bytes in the logs
     assert "POST /v1/predict" in logs  # the access log is there, just without bodies
+
+
+def test_cors_only_when_configured_and_uploads_kept_only_when_asked(checkpoint, tmp_path):
+    origin = {"Origin": "https://reviewer.example"}
+    plain = create_app(ServeConfig(checkpoint=str(checkpoint), precision="fp32"))
+    with TestClient(plain) as c:
+        r = c.post("/v1/predict", files={"file": ("a.jpg", jpeg_bytes(1))}, headers=origin)
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    assert not any(tmp_path.iterdir())  # nothing was written anywhere we can see
+
+    keep = tmp_path / "kept"
+    app = create_app(ServeConfig(checkpoint=str(checkpoint), precision="fp32", keep_uploads=str(keep),
+                                 cors_origins=["https://reviewer.example"]))
+    with TestClient(app) as c:
+        data = jpeg_bytes(2)
+        r = c.post("/v1/predict", files={"file": ("a.jpg", data)}, headers=origin)
+        assert r.headers["access-control-allow-origin"] == "https://reviewer.example"
+    assert [p.read_bytes() for p in keep.iterdir()] == [data]
