@@ -58,3 +58,16 @@ def make_folder_dataset(root: Path, per_class: int = 6, size: int = 96, splits=(
 @pytest.fixture
 def folder_dataset(tmp_path) -> Path:
     return make_folder_dataset(tmp_path / "ds")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A detector trained for one epoch on a tiny folder dataset: (data folder, best.pt). Shared: do not modify
+    either; copy the data first (shutil.copytree) to plant broken files."""
+    from fakeface.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = make_folder_dataset(root / "ds", per_class=8, size=96)
+    run = train(TrainConfig(data=str(data), out=str(root / "run"), epochs=1, batch_size=8, image_size=80,
+                            precision="fp32", workers=0))
+    return data, run / "best.pt"

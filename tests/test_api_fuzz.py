@@ -6,21 +6,15 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from conftest import make_folder_dataset
 from fakeface.serve import ServeConfig, create_app
-from fakeface.train import TrainConfig, train
 
 schemathesis = pytest.importorskip("schemathesis")
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def api_schema(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fuzz")
-    data = make_folder_dataset(root / "ds", per_class=6, size=96)
-    run = train(TrainConfig(data=str(data), out=str(root / "run"), epochs=1, batch_size=6, image_size=80,
-                            precision="fp32", workers=0))
-    app = create_app(ServeConfig(checkpoint=str(run / "best.pt"), precision="fp32", max_upload_bytes=100_000))
+def api_schema(tiny_run):
+    app = create_app(ServeConfig(checkpoint=str(tiny_run[1]), precision="fp32", max_upload_bytes=100_000))
     with TestClient(app):  # runs the lifespan: the model is loaded for every fuzzed call
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
 

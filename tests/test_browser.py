@@ -13,9 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_folder_dataset
-from fakeface.train import TrainConfig, train
-
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -28,20 +25,16 @@ def _need(ok: bool, what: str):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tiny_run):
     try:
         import playwright  # noqa: F401
     except ImportError:
         _need(False, "the playwright package")
     _need(Path(CHROMIUM).exists(), "Debian's chromium")
-    root = tmp_path_factory.mktemp("web")
-    data = make_folder_dataset(root / "ds", per_class=8, size=96)
-    run = train(TrainConfig(data=str(data), out=str(root / "run"), epochs=1, batch_size=8, image_size=80,
-                            precision="fp32", workers=0))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "fakeface", "serve", "--checkpoint", str(run / "best.pt"),
+    proc = subprocess.Popen([sys.executable, "-m", "fakeface", "serve", "--checkpoint", str(tiny_run[1]),
                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120

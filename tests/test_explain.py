@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import make_folder_dataset, noise_image
+from conftest import noise_image
 from fakeface.explain import grad_cam, overlay
 from fakeface.preprocess import Preprocess
 
@@ -59,24 +59,21 @@ def test_overlay_keeps_the_image_size():
 
 
 @pytest.mark.slow
-def test_explain_cli_and_api(tmp_path):
+def test_explain_cli_and_api(tiny_run, tmp_path):
     from fastapi.testclient import TestClient
 
     from fakeface.serve import ServeConfig, create_app
-    from fakeface.train import TrainConfig, train
 
-    data = make_folder_dataset(tmp_path / "ds", per_class=8, size=96)
-    run = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=8, image_size=80,
-                            precision="fp32", workers=0))
+    data, best = tiny_run
     image = data / "test" / "fake" / "000.jpg"
     res = subprocess.run([sys.executable, "-m", "fakeface", "explain", str(image), "--checkpoint",
-                          str(run / "best.pt"), "--out", str(tmp_path / "h.png")], capture_output=True, text=True)
+                          str(best), "--out", str(tmp_path / "h.png")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "P(fake)" in res.stdout
     with Image.open(tmp_path / "h.png") as im:
         assert im.format == "PNG" and im.size == (80, 80)  # the evaluation view the score was computed on
 
-    app = create_app(ServeConfig(checkpoint=str(run / "best.pt"), precision="fp32"))
+    app = create_app(ServeConfig(checkpoint=str(best), precision="fp32"))
     with TestClient(app) as c:
         plain = c.post("/v1/predict", files={"file": ("a.jpg", image.read_bytes())}).json()
         r = c.post("/v1/predict?explain=true", files={"file": ("a.jpg", image.read_bytes())})

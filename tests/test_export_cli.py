@@ -8,9 +8,6 @@ import sys
 
 import pytest
 
-from conftest import make_folder_dataset
-from fakeface.train import TrainConfig, train
-
 pytestmark = pytest.mark.slow
 
 
@@ -18,12 +15,10 @@ def fakeface(*args):
     return subprocess.run([sys.executable, "-m", "fakeface", *map(str, args)], capture_output=True, text=True)
 
 
-def test_export_int8_with_accuracy_guard_then_predict_and_evaluate_with_onnx(tmp_path):
-    data = make_folder_dataset(tmp_path / "ds", per_class=8, size=96)
-    run = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=8, image_size=80,
-                            precision="fp32", workers=0))
+def test_export_int8_with_accuracy_guard_then_predict_and_evaluate_with_onnx(tiny_run, tmp_path):
+    data, best = tiny_run
     out = tmp_path / "m.onnx"
-    res = fakeface("export", "--checkpoint", run / "best.pt", "--out", out, "--quantize", "int8",
+    res = fakeface("export", "--checkpoint", best, "--out", out, "--quantize", "int8",
                    "--calibration-data", data, "--calibration-images", "16", "--max-accuracy-drop", "100")
     assert res.returncode == 0, res.stderr
     assert "int8:" in res.stdout and "accuracy" in res.stdout and out.is_file()
@@ -41,7 +36,7 @@ def test_export_int8_with_accuracy_guard_then_predict_and_evaluate_with_onnx(tmp
 
     # a guard no model can pass: the int8 file is refused and removed
     out2 = tmp_path / "strict.onnx"
-    strict = fakeface("export", "--checkpoint", run / "best.pt", "--out", out2, "--quantize", "int8",
+    strict = fakeface("export", "--checkpoint", best, "--out", out2, "--quantize", "int8",
                       "--calibration-data", data, "--calibration-images", "16", "--max-accuracy-drop", "-1")
     assert strict.returncode == 1 and "refused" in strict.stderr and not out2.exists()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_folder_dataset, noise_image
+from conftest import noise_image
 from fakeface.faces import FaceDetector, analyse, crop_face, ffhq_crop_box
 
 
@@ -91,21 +91,16 @@ def test_crop_box_and_padding():
 
 
 @pytest.mark.slow
-def test_predict_detect_faces_cli(sample_root, tmp_path):
+def test_predict_detect_faces_cli(sample_root, tiny_run, tmp_path):
     import json
     import subprocess
     import sys
 
-    from fakeface.train import TrainConfig, train
-
-    data = make_folder_dataset(tmp_path / "ds", per_class=8, size=96)
-    run = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=8, image_size=80,
-                            precision="fp32", workers=0))
     face = Image.open(next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "real").glob("*.jpg")))
     scene, truth = scene_with_face(face.convert("RGB"), random.Random(3))
     scene.save(tmp_path / "photo.jpg")
     Image.new("RGB", (200, 200), (30, 30, 30)).save(tmp_path / "wall.jpg")
-    res = subprocess.run([sys.executable, "-m", "fakeface", "predict", "--checkpoint", str(run / "best.pt"),
+    res = subprocess.run([sys.executable, "-m", "fakeface", "predict", "--checkpoint", str(tiny_run[1]),
                           "--detect-faces", "--json", str(tmp_path / "photo.jpg"), str(tmp_path / "wall.jpg")],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,11 +13,10 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from conftest import make_folder_dataset, noise_image
+from conftest import noise_image
 from fakeface.checkpoint import load_checkpoint, save_atomic
 from fakeface.demo import FAST
 from fakeface.report import read_predictions
-from fakeface.train import TrainConfig, train
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +29,8 @@ def fakeface(*args, check=True):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ev")
-    data = make_folder_dataset(root / "ds", per_class=8, size=96)
-    run = train(TrainConfig(data=str(data), out=str(root / "run"), epochs=1, batch_size=8, image_size=80,
-                            precision="fp32", workers=0))
-    return data, run / "best.pt"
+def trained(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture
@@ -95,7 +91,9 @@ def test_predict_uses_the_stored_threshold(trained, messy_folder, tmp_path):
 
 
 def test_evaluate_writes_metrics_predictions_plots_and_report(trained, tmp_path):
-    data, ckpt = trained
+    shared, ckpt = trained
+    data = tmp_path / "ds"
+    shutil.copytree(shared, data)
     (data / "test" / "fake" / "zz_broken.jpg").write_bytes(b"")
     out = tmp_path / "eval"
     res = fakeface("evaluate", "--checkpoint", ckpt, "--data", data, "--out", out, "--bootstrap", "50")

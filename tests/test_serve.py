@@ -15,22 +15,17 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import make_folder_dataset, noise_image
+from conftest import noise_image
 from fakeface.predict import Detector
 from fakeface.serve import ServeConfig, create_app, is_loopback
-from fakeface.train import TrainConfig, train
 from test_data import _png_bomb
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    data = make_folder_dataset(root / "ds", per_class=8, size=96)
-    run = train(TrainConfig(data=str(data), out=str(root / "run"), epochs=1, batch_size=8, image_size=80,
-                            precision="fp32", workers=0))
-    return run / "best.pt"
+def checkpoint(tiny_run):
+    return tiny_run[1]
 
 
 def jpeg_bytes(seed=0, size=100, mode="RGB", fmt="JPEG") -> bytes:

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from . import CLASS_NAMES, __version__
+from . import __version__
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .images import ImageLoadError, load_image
 from .inference import Scorer
+from .predict import BaseDetector
 from .preprocess import Normalize, Preprocess
 
 FORMAT = "fakeface-onnx"
@@ -393,7 +393,7 @@ class OnnxScorer:
     score_batches = Scorer.score_batches
 
 
-class OnnxDetector:
+class OnnxDetector(BaseDetector):
     """An exported .onnx file ready to score, with :class:`fakeface.predict.Detector`'s interface.
 
     Everything (preprocessing, threshold, temperature, model name) comes from the file's metadata, so
@@ -410,28 +410,7 @@ class OnnxDetector:
         self.threshold, self.temperature = meta["threshold"], meta["temperature"]
         self.name = meta["model"]["name"]
         self.scorer = OnnxScorer(session, self.preprocess.crop_size, meta.get("precision", "fp32"))
-        self._runtime = f"onnxruntime {ort.__version__}"
-
-    def p_fake(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Calibrated P(fake) = sigmoid(logit / T)."""
-        return _sigmoid(np.asarray(logits, dtype=np.float64), self.temperature)
-
-    def verdict(self, p: float) -> str:
-        return CLASS_NAMES[int(p >= self.threshold)]
-
-    def predict(self, images: list[Image.Image]) -> np.ndarray:
-        """P(fake) for decoded RGB images, one batch."""
-        batch = torch.stack([self.preprocess.eval_tensor(img) for img in images])
-        return self.p_fake(self.scorer.logits(batch).numpy())
-
-    def describe(self) -> dict:
-        pre = self.preprocess
-        return {"checkpoint": self.checkpoint["path"], "model": self.name, "input size": pre.crop_size,
-                "resize": pre.resize or "native", "normalisation": f"mean {pre.mean}, std {pre.std}",
-                "threshold": self.threshold, "threshold policy": self.checkpoint.get("threshold_policy"),
-                "temperature": self.temperature, "trained epochs": self.checkpoint.get("epoch"),
-                "device": str(self.scorer.device), "precision": self.scorer.precision,
-                "runtime": f"{self._runtime}, {self.scorer.threads} threads"}
+        self.runtime = f"onnxruntime {ort.__version__}, {self.scorer.threads} threads"
 
 
 def load_detector(path: str | os.PathLike, device: str = "auto", precision: str = "auto"):

@@ -24,18 +24,14 @@ from .inference import Scorer
 from .runtime import resolve_device, resolve_precision
 
 
-class Detector:
-    """A checkpoint ready to score: ``Detector("runs/x/best.pt").predict([img])`` -> P(fake) per image."""
+class BaseDetector:
+    """What every backend shares: calibrated probabilities, verdicts and a description.
 
-    def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", precision: str = "auto",
-                 channels_last: bool = True):
-        self.checkpoint = load_checkpoint(checkpoint)
-        model, self.preprocess = model_from_checkpoint(self.checkpoint)
-        dev = resolve_device(device)
-        self.scorer = Scorer(model, self.preprocess, dev, resolve_precision(precision, dev), channels_last)
-        self.threshold = float(self.checkpoint.get("threshold", 0.5))
-        self.temperature = float(self.checkpoint.get("temperature", 1.0))
-        self.name = self.checkpoint["model"]["name"]
+    Subclasses set ``checkpoint`` (a dict with at least "path"), ``preprocess``, ``threshold``, ``temperature``,
+    ``name`` and ``scorer`` (``.logits((B,3,S,S) uint8) -> (B,)``, ``.device``, ``.precision``).
+    """
+
+    runtime = "pytorch"
 
     def p_fake(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
         """Calibrated P(fake) = sigmoid(logit / T)."""
@@ -50,6 +46,28 @@ class Detector:
         batch = torch.stack([self.preprocess.eval_tensor(img) for img in images])
         return self.p_fake(self.scorer.logits(batch).numpy())
 
+    def describe(self) -> dict:
+        pre = self.preprocess
+        return {"checkpoint": self.checkpoint["path"], "model": self.name, "input size": pre.crop_size,
+                "resize": pre.resize or "native", "normalisation": f"mean {pre.mean}, std {pre.std}",
+                "threshold": self.threshold, "threshold policy": self.checkpoint.get("threshold_policy"),
+                "temperature": self.temperature, "trained epochs": self.checkpoint.get("epoch"),
+                "device": str(self.scorer.device), "precision": self.scorer.precision, "runtime": self.runtime}
+
+
+class Detector(BaseDetector):
+    """A checkpoint ready to score: ``Detector("runs/x/best.pt").predict([img])`` -> P(fake) per image."""
+
+    def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", precision: str = "auto",
+                 channels_last: bool = True):
+        self.checkpoint = load_checkpoint(checkpoint)
+        model, self.preprocess = model_from_checkpoint(self.checkpoint)
+        dev = resolve_device(device)
+        self.scorer = Scorer(model, self.preprocess, dev, resolve_precision(precision, dev), channels_last)
+        self.threshold = float(self.checkpoint.get("threshold", 0.5))
+        self.temperature = float(self.checkpoint.get("temperature", 1.0))
+        self.name = self.checkpoint["model"]["name"]
+
     def explain_model(self) -> torch.nn.Module:
         """A private fp32 CPU copy of the model for Grad-CAM, so that hooks and gradients never touch the
         copy that serves predictions (possibly from another thread)."""
@@ -60,13 +78,6 @@ class Detector:
             self._explain_model = model.to(memory_format=torch.contiguous_format).eval()
         return self._explain_model
 
-    def describe(self) -> dict:
-        pre = self.preprocess
-        return {"checkpoint": self.checkpoint["path"], "model": self.name, "input size": pre.crop_size,
-                "resize": pre.resize or "native", "normalisation": f"mean {pre.mean}, std {pre.std}",
-                "threshold": self.threshold, "threshold policy": self.checkpoint.get("threshold_policy"),
-                "temperature": self.temperature, "trained epochs": self.checkpoint.get("epoch"),
-                "device": str(self.scorer.device), "precision": self.scorer.precision}
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[str]:
