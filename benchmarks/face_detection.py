@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from fakeface.faces import ffhq_crop_box
+from fakeface.faces import box_iou, ffhq_crop_box
 
 
 def scene(face: Image.Image, rng: random.Random):
@@ -32,13 +32,6 @@ def scene(face: Image.Image, rng: random.Random):
     x, y = rng.randint(0, 640 - side), rng.randint(0, 480 - side)
     bg.paste(face.resize((side, side)), (x, y))
     return bg, (x, y, x + side, y + side)
-
-
-def iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def main():
@@ -61,7 +54,7 @@ def main():
             gray = np.asarray(img.convert("L"))
             boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(38, 38))
             crops = [ffhq_crop_box((x, y, x + w, y + h)) for x, y, w, h in boxes]
-            hits = [iou(c, truth) for c in crops]
+            hits = [box_iou(c, truth) for c in crops]
             if hits and max(hits) >= 0.5:
                 found += 1
                 ious.append(max(hits))

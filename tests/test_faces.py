@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import noise_image
-from fakeface.faces import FaceDetector, analyse, crop_face, ffhq_crop_box
+from fakeface.faces import FaceDetector, analyse, box_iou, crop_face, ffhq_crop_box
 
 
 def scene_with_face(face: Image.Image, rng: random.Random, size=(640, 480)) -> tuple[Image.Image, tuple]:
@@ -20,13 +20,6 @@ def scene_with_face(face: Image.Image, rng: random.Random, size=(640, 480)) -> t
     x, y = rng.randint(0, size[0] - side), rng.randint(0, size[1] - side)
     bg.paste(face.resize((side, side)), (x, y))
     return bg, (x, y, x + side, y + side)
-
-
-def iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def test_pasted_faces_are_found_and_cropped_like_ffhq(sample_root):
@@ -39,7 +32,7 @@ def test_pasted_faces_are_found_and_cropped_like_ffhq(sample_root):
         detected = detector.detect(scene)
         if detected:
             found += 1
-            ious.append(iou(detected[0].crop, truth))  # the crop should recover the pasted FFHQ crop
+            ious.append(box_iou(detected[0].crop, truth))  # the crop should recover the pasted FFHQ crop
     assert found / len(faces) >= 0.8, f"found {found} of {len(faces)}"
     assert np.median(ious) >= 0.7, ious
 
@@ -107,6 +100,6 @@ def test_predict_detect_faces_cli(sample_root, tiny_run, tmp_path):
     rows = {Path(r["path"]).name: r for r in map(json.loads, res.stdout.splitlines())}
     photo = rows["photo.jpg"]
     assert photo["faces_found"] >= 1 and not any(f["whole_image"] for f in photo["faces"])
-    assert max(iou(f["crop"], truth) for f in photo["faces"]) >= 0.6
+    assert max(box_iou(f["crop"], truth) for f in photo["faces"]) >= 0.6
     assert rows["wall.jpg"]["faces_found"] == 0 and rows["wall.jpg"]["faces"][0]["whole_image"] is True
     assert rows["photo.jpg"]["p_fake"] == max(f["p_fake"] for f in rows["photo.jpg"]["faces"])

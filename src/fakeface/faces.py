@@ -88,6 +88,14 @@ def ffhq_crop_box(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     return left, top, left + side, top + side
 
 
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
 def crop_face(img: Image.Image, face: Face) -> Image.Image:
     """Cut the crop out, eyes levelled (rotated about the crop's centre by the face's roll); parts beyond the
     image are filled by edge reflection, as FFHQ's aligner pads."""
