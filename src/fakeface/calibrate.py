@@ -101,9 +101,7 @@ def calibrate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = No
     if not scored:
         raise DataError("no validation image could be read")
     y = np.array([int(r["label"] == "fake") for r in scored])
-    # back to logits, undoing whatever temperature the checkpoint had
-    p_old = np.clip(np.array([r["p_fake"] for r in scored]), 1e-12, 1 - 1e-12)
-    logits = np.log(p_old / (1 - p_old)) * detector.temperature
+    logits = detector.logits_of([r["p_fake"] for r in scored])  # undoing whatever temperature it had
     temperature = fit_temperature(logits, y)
     p_raw, p_cal = 1 / (1 + np.exp(-logits)), 1 / (1 + np.exp(-logits / temperature))
     threshold = pick_threshold(y, p_cal, policy)

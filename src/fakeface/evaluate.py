@@ -64,8 +64,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
     metrics["images"] = {"scored": len(scored), "skipped": len(skipped), "split": split}
     p_uncalibrated = None
     if detector.temperature != 1.0:  # the same logits without temperature scaling, for before/after
-        logit = np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1)) * detector.temperature
-        p_uncalibrated = 1 / (1 + np.exp(-logit))
+        p_uncalibrated = 1 / (1 + np.exp(-detector.logits_of(p)))
     metrics["calibration"] = {
         "temperature": detector.temperature, "policy": detector.checkpoint.get("threshold_policy", "default"),
         "ece_uncalibrated": expected_calibration_error(y, p if p_uncalibrated is None else p_uncalibrated),

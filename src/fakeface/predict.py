@@ -38,6 +38,11 @@ class BaseDetector:
         logits = np.asarray(logits, dtype=np.float64)
         return 1.0 / (1.0 + np.exp(-logits / self.temperature))
 
+    def logits_of(self, p_fake) -> np.ndarray:
+        """The raw logits behind calibrated probabilities: the inverse of :meth:`p_fake`."""
+        p = np.clip(np.asarray(p_fake, dtype=np.float64), 1e-12, 1 - 1e-12)
+        return np.log(p / (1 - p)) * self.temperature
+
     def verdict(self, p: float) -> str:
         return CLASS_NAMES[int(p >= self.threshold)]
 
