@@ -25,6 +25,10 @@ FACENET_MEAN = (127.5, 127.5, 127.5)  # facenet's fixed_image_standardization: (
 FACENET_STD = (128.0, 128.0, 128.0)
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# TensorFlow's EfficientNet-Lite ImageNet weights were trained on (x - 127) / 128, not on ImageNet's mean/std:
+# with it the stem's activations match its batch-norm running variance; with ImageNet's they are 4x larger.
+TF_LITE_MEAN = (127.0, 127.0, 127.0)
+TF_LITE_STD = (128.0, 128.0, 128.0)
 
 
 @dataclass(frozen=True)

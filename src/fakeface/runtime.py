@@ -28,9 +28,10 @@ def cpu_has_fast_bf16() -> bool:
     return bool(amx or avx)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 on CUDA where supported (fp16 + grad scaler otherwise); bf16 on CPUs with AMX/AVX512-BF16
-    (benchmarks/train_step.py measures it ~2x faster than fp32 there), else fp32."""
+def resolve_precision(name: str, device: torch.device, model: str | None = None) -> str:
+    """``auto``: bf16 on CUDA where supported (fp16 + grad scaler otherwise); on CPUs with AMX/AVX512-BF16, bf16
+    for models whose registry entry says it is faster there (benchmarks/train_step.py: ~2x for
+    Inception-ResNet-V1, slower for EfficientNet-Lite0's depthwise convolutions), else fp32."""
     if name != "auto":
         if name not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {name!r}")
@@ -38,7 +39,10 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu":
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
+        from .models import get_entry
+
+        fast = model is None or get_entry(model).cpu_bf16
+        return "bf16" if fast and cpu_has_fast_bf16() else "fp32"
     return "fp32"
 
 

@@ -17,6 +17,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from . import CLASS_NAMES
 from .augment import AugmentConfig
-from .checkpoint import load_checkpoint, make_checkpoint, save_atomic
+from .checkpoint import load_checkpoint, make_checkpoint, save_atomic, unwrap_model
 from .data import (
     DataError,
     FaceDataset,
@@ -42,7 +43,7 @@ from .data import (
 )
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .inference import Scorer
-from .models import create_model, default_preprocess, load_trunk_weights
+from .models import create_model, default_preprocess, get_entry, load_trunk_weights, pretrained_weights
 from .preprocess import Normalize, Preprocess
 from .runtime import autocast, grad_scaler, resolve_device, resolve_precision
 
@@ -63,11 +64,14 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     init_weights: str | None = None  # a published backbone file (facenet's VGGFace2 / CASIA-WebFace .pt)
     init: str | None = None  # a fakeface checkpoint to fine-tune: its model, weights and preprocessing are kept
+    pretrained: bool = False  # start from the registry's installable published weights (fakeface[pretrained])
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
     min_lr: float = 1e-6
     weight_decay: float = 0.05
+    backbone_lr_scale: float = 1.0  # the trunk learns at lr * this (the new head at lr)
+    freeze_epochs: float = 0.0  # train the head alone this long first (a pretrained trunk is not disturbed)
     warmup_epochs: float = 1.0
     schedule: str = "cosine"  # cosine | step | constant (after warm-up)
     step_epochs: int = 5  # step schedule: multiply lr by step_gamma every step_epochs
@@ -143,13 +147,27 @@ def resolve_preprocess(cfg: TrainConfig) -> Preprocess:
 
 # -- optimisation ---------------------------------------------------------------------------------------------
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and normalisation weights (1-d parameters)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+    """AdamW over four groups: trunk / head x decay / no decay (biases and normalisation weights).
+
+    The groups are named so the schedule can give the trunk its own learning rate (``group_lr_factor``).
+    """
+    head = get_entry(cfg.model).head_prefixes
+    groups = {(part, decay): [] for part in ("trunk", "head") for decay in (True, False)}
+    for name, p in unwrap_model(model).named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+            groups["head" if name.startswith(head) else "trunk", p.ndim > 1].append(p)
+    return torch.optim.AdamW(
+        [{"params": ps, "name": part, "weight_decay": cfg.weight_decay if decay else 0.0}
+         for (part, decay), ps in groups.items() if ps], lr=cfg.lr)
+
+
+def group_lr_factor(part: str, step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """The head follows the schedule; the trunk is frozen for ``freeze_epochs``, then scaled."""
+    if part == "trunk":
+        if step < cfg.freeze_epochs * steps_per_epoch:
+            return 0.0
+        return cfg.backbone_lr_scale * lr_factor(step, steps_per_epoch, cfg)
+    return lr_factor(step, steps_per_epoch, cfg)
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
@@ -284,7 +302,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
 def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device, cfg.model)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
@@ -322,8 +340,8 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
 
     # Model and its preprocessing, defined once here and stored in every checkpoint.
     if cfg.init:
-        if cfg.init_weights:
-            raise ValueError("--init (a fakeface checkpoint) and --init-weights (a backbone file) exclude each other")
+        if cfg.init_weights or cfg.pretrained:
+            raise ValueError("--init (a fakeface checkpoint) excludes --init-weights and --pretrained")
         base = load_checkpoint(cfg.init)
         # Fine-tuning keeps the detector's architecture and its preprocessing, whatever the flags say.
         cfg.model, cfg.model_kwargs = base["model"]["name"], dict(base["model"]["kwargs"])
@@ -337,6 +355,10 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
     if cfg.init_weights and state is None:
         load_trunk_weights(model, cfg.model, cfg.init_weights)
         log.info("loaded backbone weights from %s", cfg.init_weights)
+    elif cfg.pretrained and state is None and not cfg.init:
+        path = pretrained_weights(cfg.model)
+        load_trunk_weights(model, cfg.model, path)
+        log.info("loaded the published %s weights from %s", cfg.model, path)
     model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -345,7 +367,8 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
     train_ds = FaceDataset(train_s, preprocess, augment, seed=cfg.seed, max_pixels=cfg.max_pixels)
     valid_ds = FaceDataset(valid_s, preprocess, None, max_pixels=cfg.max_pixels)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [
+        partial(group_lr_factor, g["name"], steps_per_epoch=steps_per_epoch, cfg=cfg) for g in optimizer.param_groups])
     scaler = grad_scaler(device, precision)
     pos_weight = torch.tensor(counts["real"] / counts["fake"] if cfg.balance else 1.0, device=device)
     criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
@@ -391,7 +414,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
             raise DataError(f"no training image could be read in epoch {epoch} ({len(skipped)} files failed)")
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": va["loss"],
-               "val_acc": va["acc"], "val_auc": va["auc"], "lr": optimizer.param_groups[0]["lr"],
+               "val_acc": va["acc"], "val_auc": va["auc"], "lr": max(g["lr"] for g in optimizer.param_groups),
                "seconds": round(seconds, 2), "images_per_s": round(tr["images_per_s"], 2)}
         history.append(row)
         improved = row[monitor] is not None and (

