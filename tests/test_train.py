@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,3 +163,22 @@ def test_fine_tune_keeps_model_and_preprocessing(dataset, tmp_path):
     fresh = load_checkpoint(train(TrainConfig(data=str(dataset), out=str(tmp_path / "fresh"),
                                               **{**TINY, "epochs": 1, "seed": 9})) / "last.pt")
     assert (w1 - w0).abs().mean() < (fresh["state_dict"]["conv2d_1a.conv.weight"] - w0).abs().mean() / 5
+
+
+def test_fine_tune_scores_the_old_test_split_so_forgetting_is_visible(dataset, tmp_path):
+    from fakeface.evaluate import evaluate
+
+    base = train(TrainConfig(data=str(dataset), out=str(tmp_path / "base"), **{**TINY, "epochs": 1}))
+    new = make_folder_dataset(tmp_path / "new", per_class=6, size=112)  # "a new generator"
+    tuned = train(TrainConfig(data=str(new), out=str(tmp_path / "tuned"), init=str(base / "best.pt"),
+                              **{**TINY, "epochs": 1}))
+    report = json.loads((tuned / "fine_tune.json").read_text())
+    rows = {r["split"]: r for r in report["rows"]}
+    assert set(rows) == {"old test", "new test"} and report["old_data"] == str(Path(dataset).resolve())
+    for split, data in (("old test", dataset), ("new test", new)):
+        for which, ckpt in (("before", base / "best.pt"), ("after", tuned / "best.pt")):
+            m = evaluate(ckpt, data, tmp_path / f"ev-{split}-{which}".replace(" ", ""), n_boot=0, workers=0)
+            assert rows[split][which]["accuracy"] == pytest.approx(m["accuracy"]), (split, which)
+        assert rows[split]["change"]["accuracy"] == pytest.approx(
+            rows[split]["after"]["accuracy"] - rows[split]["before"]["accuracy"])
+    assert "fine-tuning, old test: accuracy" in (tuned / "train.log").read_text()

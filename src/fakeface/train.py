@@ -65,6 +65,7 @@ class TrainConfig:
     init_weights: str | None = None  # a published backbone file (facenet's VGGFace2 / CASIA-WebFace .pt)
     init: str | None = None  # a fakeface checkpoint to fine-tune: its model, weights and preprocessing are kept
     pretrained: bool = False  # start from the registry's installable published weights (fakeface[pretrained])
+    old_data: str | None = None  # with init: the data the detector was trained on (default: as its checkpoint says)
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
@@ -294,6 +295,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             r = calibrate(run_dir / "best.pt", cfg.data, cfg.calibrate, workers=cfg.workers)
             log.info("calibrated best.pt on the validation split: temperature %.3f, threshold %.4f (%s)",
                      r["temperature"], r["threshold"], r["policy"])
+        if cfg.init:
+            from .evaluate import fine_tune_report
+
+            report = fine_tune_report(cfg.init, run_dir / "best.pt", cfg.old_data, cfg.data, run_dir / "fine_tune.json",
+                                      workers=cfg.workers)
+            for row in report["rows"]:
+                log.info("fine-tuning, %s: %s", row["split"], row["summary"])
         return run_dir
     finally:
         log.removeHandler(handler)
