@@ -272,6 +272,24 @@ def report(
 
 
 @app.command()
+def card(
+    run_dir: Annotated[Path, typer.Argument(help="A training run folder (its best.pt is described).")],
+    evaluation: Annotated[list[Path] | None, typer.Option(
+        "--eval", help="An evaluation folder or metrics.json (repeatable; default: every */metrics.json "
+                       "in RUN_DIR).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write it (default: RUN_DIR/MODEL_CARD.md).")] = None,
+):
+    """Write MODEL_CARD.md: data, metrics with intervals, threshold policy, known limits, ethics notes."""
+    from .card import write_card
+
+    try:
+        path = write_card(run_dir, out, evaluation)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    typer.echo(str(path))
+
+
+@app.command()
 def calibrate(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint to calibrate (rewritten in place unless --out).")],
     data: Annotated[str | None, typer.Option(help="Dataset with a valid split (default: the run's split.csv).")] = None,

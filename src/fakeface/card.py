@@ -1,0 +1,201 @@
+"""``fakeface card RUN_DIR``: a model card (MODEL_CARD.md) written from what the run folder records.
+
+Every number comes from a file: the checkpoint (model, preprocessing, history, threshold, calibration), the
+run's config.yaml, and the ``metrics.json`` of each evaluation (``fakeface evaluate --out RUN_DIR/eval-...``).
+Where something was not measured the card says so, and names the command that would measure it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from . import __version__
+from .checkpoint import load_checkpoint
+from .data import DataError, class_counts, discover
+from .models import create_model
+
+
+def find_evaluations(run_dir: Path) -> list[Path]:
+    """metrics.json of the run folder itself and of its sub-folders (one level), sorted."""
+    found = [run_dir / "metrics.json"] if (run_dir / "metrics.json").is_file() else []
+    return found + sorted(p for p in run_dir.glob("*/metrics.json"))
+
+
+def _f(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _with_ci(metrics: dict, key: str) -> str:
+    ci = metrics.get("bootstrap", {}).get(key)
+    return _f(metrics.get(key)) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _data_section(ckpt: dict) -> str:
+    root = ckpt.get("data")
+    lines = [f"- Data: `{root}`"]
+    try:
+        index = discover(root)
+    except (DataError, TypeError, OSError):
+        return "\n".join(lines + ["- Split sizes: not available (the data is not at this path on this machine)."])
+    rows = [[split, class_counts(s)["real"], class_counts(s)["fake"]] for split, s in sorted(index.splits.items())]
+    lines.append(f"- Layout: {index.layout}")
+    skipped = len(ckpt.get("skipped") or {})
+    lines.append(f"- Unreadable files skipped in training: {skipped}")
+    return "\n".join(lines) + "\n\n" + _table(["split", "real", "fake"], rows)
+
+
+def _evaluation_section(path: Path, m: dict) -> str:
+    imgs = m.get("images", {})
+    out = [f"### `{path.parent.name}` ({imgs.get('split', '?')} split, {m.get('n')} images, "
+           f"{imgs.get('skipped', 0)} unreadable)", ""]
+    rows = [[name, _with_ci(m, key)] for name, key in (
+        ("accuracy", "accuracy"), ("ROC-AUC", "roc_auc"), ("average precision", "average_precision"),
+        ("precision (fake)", "precision"), ("recall (fake)", "recall"), ("F1", "f1"), ("equal error rate", "eer"),
+        ("TPR at 1 % FPR", "tpr_at_fpr_1"), ("TPR at 5 % FPR", "tpr_at_fpr_5"),
+        ("expected calibration error", "ece"))]
+    out.append(_table(["metric", "value [bootstrap 95 % interval]"], rows))
+    if m.get("robustness"):
+        out += ["", "Robustness (both classes perturbed alike):", "",
+                _table(["perturbation", "level", "accuracy", "ROC-AUC", "ROC-AUC change"],
+                       [[r["perturbation"], f"{r['level']:g}", _f(r["accuracy"]), _f(r["roc_auc"]),
+                         _f(r["roc_auc_change"])] for r in m["robustness"]])]
+    if m.get("groups"):
+        g = m["groups"]
+        out += ["", f"By `{g['column']}`:", "",
+                _table(["value", "n", "accuracy", "real accuracy", "fake accuracy", "ROC-AUC"],
+                       [[k, v["n"], _f(v["accuracy"]), _f(v["real_accuracy"]), _f(v["fake_accuracy"]),
+                         _f(v["roc_auc"])] for k, v in g["by_value"].items()])]
+    return "\n".join(out)
+
+
+def _limits(evaluations: list[tuple[Path, dict]]) -> str:
+    rob = [r for _, m in evaluations for r in m.get("robustness", [])]
+    compression = [r for r in rob if r["perturbation"] in ("jpeg", "resize")]
+    if compression:
+        worst = min(compression, key=lambda r: r["roc_auc"] if r["roc_auc"] is not None else 1.0)
+        heavy = (f"Measured: the worst ROC-AUC under re-compression or rescaling was {_f(worst['roc_auc'])} "
+                 f"({worst['perturbation']}={worst['level']:g}, change {_f(worst['roc_auc_change'])}).")
+    else:
+        heavy = ("Not measured for this run: `fakeface evaluate ... --perturb jpeg=90,70,50 --perturb "
+                 "resize=0.5,0.75` measures it.")
+    widths = [m["bootstrap"]["roc_auc"][1] - m["bootstrap"]["roc_auc"][0] for _, m in evaluations
+              if m.get("bootstrap", {}).get("roc_auc")]
+    small = (f" The test sets here are small: the ROC-AUC interval is {max(widths):.3f} wide."
+             if widths else "")
+    return f"""- **Generators not seen in training.** A detector learns the traces of the generators in its training
+  data (here: StyleGAN faces against FFHQ photos, if trained on the 140k set). Images from other generators
+  (diffusion models, newer GANs, face swaps) may pass as real. Fine-tune on them (`fakeface train --init`),
+  which re-scores the old test split so forgetting is visible.
+- **Non-face images and uncropped photos.** It was trained on aligned face crops; anything else is out of
+  distribution. For ordinary photos use `--detect-faces`, which crops faces like the training data.
+- **Heavy compression and rescaling** remove the traces it relies on. {heavy}
+- **Small evaluation sets** give wide intervals; compare models by their intervals, not single numbers.{small}
+- **Probabilities** are calibrated on the validation split only; another distribution needs re-calibration."""
+
+
+ETHICS = """- A verdict is evidence, not proof: never act against a person on this score alone. Both errors harm
+  people - a real photo flagged as fake discredits its owner; a fake passed as real lends it credibility.
+  Choose the threshold policy for the cost of each (`fakeface calibrate --policy fpr=0.01` caps the share of
+  real faces flagged).
+- Error rates can differ between groups of people (age, skin tone, gender) and image sources. Measure it on
+  labelled data with `fakeface evaluate --group-by COLUMN` before deployment; this card reports only what was
+  measured.
+- Face images are personal data: the server keeps no upload unless `--keep-uploads` is set.
+- Detectors and generators co-evolve; re-evaluate on current generators regularly."""
+
+
+def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+               evaluations: list[str | os.PathLike] | None = None) -> Path:
+    """Write ``MODEL_CARD.md`` for the run in ``run_dir`` (its best.pt) and return its path."""
+    run_dir = Path(run_dir)
+    ckpt = load_checkpoint(run_dir)
+    paths = [Path(p) / "metrics.json" if Path(p).is_dir() else Path(p) for p in evaluations or []]
+    paths = paths or find_evaluations(run_dir)
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"no metrics.json at {p} (write one with fakeface evaluate --out)")
+    evals = [(p, json.loads(p.read_text())) for p in paths]
+    name, pre, cfg = ckpt["model"]["name"], ckpt["preprocess"], ckpt.get("train_config") or {}
+    model = create_model(name, **ckpt["model"]["kwargs"])
+    n_params = sum(p.numel() for p in model.parameters())
+    history = ckpt.get("history") or []
+    best = next((r for r in history if r.get("epoch") == ckpt.get("best_epoch")), None)
+    start = ("ImageNet weights (--pretrained)" if cfg.get("pretrained") else
+             f"weights file {cfg['init_weights']}" if cfg.get("init_weights") else
+             f"fine-tuned from {cfg['init']}" if cfg.get("init") else "random initialisation")
+    calib = ckpt.get("calibration") or {}
+    details = [
+        ["architecture", f"{name} ({n_params:,} parameters)"], ["started from", start],
+        ["input", f"{pre['input_size']} px training crops, {pre.get('eval_size') or pre['input_size']} px at "
+                  f"evaluation, resize {pre.get('resize') or 'none (native resolution)'}"],
+        ["normalisation", f"(x - {pre['mean']}) / {pre['std']} on 0-255 pixels"],
+        ["output", "P(fake) = sigmoid(logit / T); fake is the positive class"],
+        ["trained", f"{len(history)} epochs; best epoch {ckpt.get('best_epoch')} by {ckpt.get('monitor')}"
+                    + (f" (val ROC-AUC {_f(best.get('val_auc'))}, val accuracy {_f(best.get('val_acc'))})"
+                       if best else "")],
+        ["checkpoint", f"`{ckpt['path']}`"], ["fakeface", __version__],
+    ]
+    recipe = {k: cfg.get(k) for k in ("epochs", "batch_size", "lr", "backbone_lr_scale", "freeze_epochs",
+                                      "weight_decay", "label_smoothing", "schedule", "precision", "seed") if k in cfg}
+    augment = ", ".join(f"{k}={v}" for k, v in (cfg.get("augment") or {}).items() if k.endswith("_p")) or "defaults"
+    threshold = [
+        ["threshold", _f(ckpt.get("threshold"))], ["policy", ckpt.get("threshold_policy", "default")],
+        ["temperature", _f(ckpt.get("temperature"), 3)],
+        ["fitted on", f"{calib['n_valid']} validation images (never the test split)" if calib else
+         "not calibrated: `fakeface calibrate --checkpoint ... --policy balanced`"],
+    ]
+    if calib:
+        threshold.append(["validation ECE before -> after", f"{_f(calib['ece_before'])} -> {_f(calib['ece_after'])}"])
+    evaluation = ("\n\n".join(_evaluation_section(p, m) for p, m in evals) if evals else
+                  "Not evaluated yet: `fakeface evaluate --checkpoint RUN/best.pt --data DATA --out RUN/eval-test`.")
+    text = f"""# Model card: {name} real-vs-generated face detector
+
+Written by `fakeface card {run_dir}` from the run's files; every number below was measured, none typed.
+
+## Model details
+
+{_table(["", ""], details)}
+
+## Intended use
+
+Scoring aligned face crops (or photos, with face detection) for signs of being generated by a GAN, to help
+trust-and-safety reviewers prioritise. Out of scope: deciding on its own whether a person or their photo is
+genuine, identity verification, and non-face images.
+
+## Training data
+
+{_data_section(ckpt)}
+
+## Training procedure
+
+- {", ".join(f"{k} {v}" for k, v in recipe.items())}
+- Augmentation probabilities: {augment}
+- Config: `{run_dir / "config.yaml"}`; per-epoch log: `{run_dir / "log.csv"}`
+
+## Decision threshold and calibration
+
+{_table(["", ""], threshold)}
+
+## Evaluation
+
+{evaluation}
+
+## Known limits
+
+{_limits(evals)}
+
+## Ethical considerations
+
+{ETHICS}
+"""
+    target = Path(out) if out is not None else run_dir / "MODEL_CARD.md"
+    target.write_text(text)
+    return target
