@@ -1,0 +1,39 @@
+"""benchmarks/accuracy.py writes docs/results.md from its own measurements: the doc matches metrics.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
+    data, _ = tiny_run
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 8, "image_size": 80, "precision": "fp32",
+                                      "workers": 0, "calibrate": "balanced"}))
+    doc, runs = tmp_path / "results.md", tmp_path / "runs"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), "--config", str(config), "--data", str(data),
+           "--seeds", "0", "1", "--runs", str(runs), "--doc", str(doc), "--bootstrap", "50"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = doc.read_text()
+    for seed in (0, 1):
+        m = json.loads((runs / f"seed{seed}" / "eval-test" / "metrics.json").read_text())
+        lo, hi = m["bootstrap"]["roc_auc"]
+        assert f"| {seed} | {m['accuracy']:.4f} [" in text and f"{m['roc_auc']:.4f} [{lo:.3f}, {hi:.3f}]" in text
+        assert m["calibration"]["policy"] == "balanced" and f"{m['threshold']:.4f} | balanced" in text
+    ens = json.loads((runs / "eval-ensemble" / "metrics.json").read_text())
+    assert f"| ensemble | {ens['accuracy']:.4f} | {ens['roc_auc']:.4f}" in text
+    assert "| jpeg | 50 |" in text and "| resize | 0.5 |" in text and "Command: `python benchmarks/accuracy.py" in text
+    # a second call reuses the finished runs (no retraining) and writes the same tables
+    before = (runs / "seed0" / "log.csv").read_text()
+    assert subprocess.run(cmd, capture_output=True, cwd=tmp_path).returncode == 0
+    assert (runs / "seed0" / "log.csv").read_text() == before
