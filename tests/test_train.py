@@ -182,3 +182,12 @@ def test_fine_tune_scores_the_old_test_split_so_forgetting_is_visible(dataset, t
         assert rows[split]["change"]["accuracy"] == pytest.approx(
             rows[split]["after"]["accuracy"] - rows[split]["before"]["accuracy"])
     assert "fine-tuning, old test: accuracy" in (tuned / "train.log").read_text()
+
+
+@pytest.mark.parametrize("name", ["sample-cpu.yaml", "140k-gpu.yaml", "140k-gpu-vggface2.yaml"])
+def test_shipped_configs_are_valid(name):
+    """Every key of a shipped config is a TrainConfig field with a valid value (a typo fails here, not mid-run)."""
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    cfg = load_config(path, {"data": "somewhere"})
+    raw = yaml.safe_load(path.read_text())
+    assert {k: getattr(cfg, k) for k in raw} == raw

@@ -280,6 +280,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         # Only how long to train may change on resume; everything else is the run's own.
         saved.epochs, saved.patience = cfg.epochs, cfg.patience if cfg.patience is not None else saved.patience
         saved.workers, saved.log_every = cfg.workers, cfg.log_every
+        saved.calibrate = cfg.calibrate or saved.calibrate  # applied to best.pt after training, not part of it
         cfg = saved
     elif last_path.exists():
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
