@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -318,8 +319,11 @@ class FaceDataset(Dataset):
 def collate(items: list[dict]) -> dict:
     """Stack the good items; report the broken ones as ``failures`` [(index, reason), ...]."""
     good = [it for it in items if it["error"] is None]
+    # numpy's stack, single-threaded: torch.stack would start an OpenMP team in a decoding thread (see
+    # preprocess.to_uint8_tensor)
+    images = np.stack([it["image"].numpy() for it in good]) if good else np.empty((0, 3, 1, 1), np.uint8)
     return {
-        "image": torch.stack([it["image"] for it in good]) if good else torch.empty(0, 3, 1, 1, dtype=torch.uint8),
+        "image": torch.from_numpy(images),
         "label": torch.tensor([it["label"] for it in good], dtype=torch.float32),
         "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
         "failures": [(it["index"], it["error"]) for it in items if it["error"] is not None],

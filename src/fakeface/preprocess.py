@@ -111,8 +111,12 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL RGB -> (3, H, W) uint8 tensor."""
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    """PIL RGB -> (3, H, W) uint8 tensor.
+
+    The transpose is numpy's, on this thread: torch's copy would start an OpenMP team in whatever thread calls it
+    (a decoding thread beside the model's threads), and on a busy 2-core machine that took 12 ms instead of 0.2.
+    """
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
 
 
 class Normalize(nn.Module):
