@@ -111,7 +111,7 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, plots, report.html.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    workers: Annotated[int | None, typer.Option(help="Loader processes (default: one per spare core).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding threads (default: one per core but one).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     limit: Annotated[int | None, typer.Option(help="Score only the first N images of the split.")] = None,
@@ -157,7 +157,8 @@ def predict(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
-    workers: Annotated[int | None, typer.Option(help="Loader processes (default: one per spare core).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Threads decoding images while the model runs (default: one per core but one).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     detect_faces: Annotated[bool, typer.Option(
@@ -202,7 +203,7 @@ def predict(
             rows_iter = predict_faces(detector, inputs, on_progress=(lambda n: progress.update(n, ""))
                                       if progress else None)
         else:
-            rows_iter = predict_paths(detector, inputs, batch_size, workers,
+            rows_iter = predict_paths(detector, inputs, batch_size, workers, draft=True,
                                       on_progress=(lambda n: progress.update(n, "")) if progress else None)
         for row in rows_iter:
             scored += row["error"] is None
@@ -276,7 +277,7 @@ def calibrate(
     policy: Annotated[str, typer.Option(help="Threshold policy: balanced (EER), fpr=0.01, or a number.")] = "balanced",
     out: Annotated[Path | None, typer.Option(help="Write the calibrated checkpoint here instead.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    workers: Annotated[int | None, typer.Option(help="Loader processes (default: one per spare core).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding threads (default: one per core but one).")] = None,
 ):
     """Fit temperature scaling and pick the decision threshold on the validation split (never the test split)."""
     from .calibrate import calibrate as run_calibration

@@ -284,7 +284,7 @@ class FaceDataset(Dataset):
     """
 
     def __init__(self, samples: list[Sample], preprocess: Preprocess, augment: AugmentConfig | None = None,
-                 seed: int = 0, max_pixels: int | None = DEFAULT_MAX_PIXELS, transform=None):
+                 seed: int = 0, max_pixels: int | None = DEFAULT_MAX_PIXELS, transform=None, draft: bool = False):
         self.samples = samples
         self.preprocess = preprocess
         self.augment = augment
@@ -292,6 +292,10 @@ class FaceDataset(Dataset):
         self.epoch = 0
         self.max_pixels = max_pixels
         self.transform = transform  # optional extra PIL -> PIL step (robustness perturbations)
+        # Large JPEGs decoded at a reduced scale (load_image's min_side) - only for the plain evaluation view:
+        # augmentations and transforms expect the whole image.
+        plain = draft and augment is None and transform is None
+        self.min_side = preprocess.min_decode_side if plain else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -303,7 +307,7 @@ class FaceDataset(Dataset):
         sample = self.samples[index]
         item = {"index": index, "label": sample.label, "image": None, "error": None}
         try:
-            img = load_image(sample.path, self.max_pixels)
+            img = load_image(sample.path, self.max_pixels, self.min_side)
             if self.transform is not None:
                 img = self.transform(img, index)
             if self.augment is not None:

@@ -69,6 +69,12 @@ class Preprocess:
         """Side of the evaluation crop."""
         return self.eval_size or self.input_size
 
+    @property
+    def min_decode_side(self) -> int | None:
+        """The smallest image side the evaluation view can be made from without up-scaling (``None``: native
+        resolution, the whole image is needed). See ``fakeface.images.load_image(min_side=...)``."""
+        return None if self.resize is None else max(self.resize, self.crop_size)
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
