@@ -116,11 +116,14 @@ def _write_metadata(path: Path, props: dict[str, str]) -> None:
 
 
 # -- ONNX Runtime --------------------------------------------------------------------------------------------------
-def _session(path: str | os.PathLike, threads: int | None = None):
+def _session(path: str | os.PathLike, threads: int | None = None, spinning: bool = False):
     """A CPU InferenceSession with all graph optimisations and ``threads`` intra-op threads.
 
     ``threads=None`` uses ``torch.get_num_threads()``: one per physical core unless ``OMP_NUM_THREADS`` says
     otherwise - the same budget the PyTorch path gets, so the two compare fairly on a shared machine.
+    ``spinning=False`` lets idle intra-op threads sleep instead of spinning (ORT's default): prediction decodes
+    images on the same cores while the model runs, and spinning cost efficientnet_lite0 int8 about 1.5 of its
+    5 CPU-ms per image (2-core machine, benchmarks/inference.py --ort-spinning compares the two).
     """
     import onnxruntime as ort
 
@@ -129,6 +132,7 @@ def _session(path: str | os.PathLike, threads: int | None = None):
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1  # one chain of convolutions: nothing to run in parallel between operators
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     path = Path(path)
     if not path.is_file():
         raise OnnxModelError(f"ONNX model not found: {path}")
@@ -400,10 +404,10 @@ class OnnxDetector(BaseDetector):
     ``predict_paths(OnnxDetector("model.onnx"), paths)`` needs nothing else.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False):
         import onnxruntime as ort
 
-        session = _session(path, threads)  # raises OnnxModelError for missing / corrupt files
+        session = _session(path, threads, spinning)  # raises OnnxModelError for missing / corrupt files
         meta = _decode_metadata(session.get_modelmeta().custom_metadata_map, path)
         self.checkpoint = {**meta, "path": str(path)}
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
