@@ -164,16 +164,22 @@ def predict(
     detect_faces: Annotated[bool, typer.Option(
         help="Find faces in ordinary photos, crop each like the training data, score each; the image's verdict "
              "is its most suspicious face. Off by default: already-cropped faces need none.")] = False,
+    backend: Annotated[str, typer.Option(
+        help="auto: the fastest export of the checkpoint beside it (int8 only if it passed its accuracy guard, "
+             "then fp32 ONNX), else PyTorch; or pytorch, onnx, onnx-int8.")] = "auto",
 ):
     """Score images: P(fake) and a verdict per file; unreadable files get a row with the reason.
 
     Exit code 0 when at least one image was scored, 1 when none could be, 2 on a usage error.
     """
-    from .export import load_detector
+    from .export import choose_backend, load_detector
     from .predict import expand_inputs, predict_paths
 
     try:
-        detector = load_detector(checkpoint, device=device, precision=precision)
+        choices = [choose_backend(c, backend, device, precision) for c in checkpoint]
+        for choice in choices:
+            typer.echo(f"backend: {choice.backend} ({choice.reason})", err=True)
+        detector = load_detector([c.path for c in choices], device=device, precision=precision)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     inputs = expand_inputs(paths)
@@ -294,7 +300,9 @@ def calibrate(
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (or run folder: its best.pt).")],
-    out: Annotated[Path, typer.Option(help="The .onnx file to write.")],
+    out: Annotated[Path | None, typer.Option(
+        help="The .onnx file to write (default: beside the checkpoint, best.onnx or best.int8.onnx, where "
+             "predict --backend auto finds it).")] = None,
     quantize: Annotated[str | None, typer.Option(help="int8: static quantization (QDQ) on real images.")] = None,
     calibration_data: Annotated[str | None, typer.Option(
         help="Dataset for int8: calibrates on its train split, then checks accuracy on its valid split.")] = None,
@@ -304,10 +312,14 @@ def export(
     """Export to ONNX (preprocessing and threshold in its metadata), checked against PyTorch; optionally int8."""
     import random
 
+    from .checkpoint import checkpoint_file
     from .data import discover
-    from .export import compare_on_split, export_onnx
+    from .export import check_int8_accuracy, export_onnx
 
     try:
+        if out is None:
+            ckpt = checkpoint_file(checkpoint)
+            out = ckpt.with_name(f"{ckpt.stem}.int8.onnx" if quantize else f"{ckpt.stem}.onnx")
         calib, guard = None, None
         if quantize is not None:
             if quantize != "int8":
@@ -328,13 +340,14 @@ def export(
     if quantize is None:
         return
     typer.echo(f"int8: {report['int8']['path']}  max |dP| vs fp32 {report['int8']['max_abs_diff_p_vs_fp32']:.3f}")
-    cmp = compare_on_split(report["fp32"]["path"], report["int8"]["path"], [s.path for s in guard],
-                           [s.label for s in guard])
+    # the verdict goes into the int8 file's metadata: predict --backend auto uses int8 only when it passed
+    cmp = check_int8_accuracy(report["fp32"]["path"], report["int8"]["path"], [s.path for s in guard],
+                              [s.label for s in guard], max_accuracy_drop)
     drop = 100 * cmp["accuracy_drop"]
     auc = "n/a" if cmp["roc_auc_drop"] is None else f"{-cmp['roc_auc_drop']:+.4f}"
     acc = f"{cmp['fp32']['accuracy']:.4f} -> {cmp['int8']['accuracy']:.4f}"
     typer.echo(f"on {cmp['n']} labelled images: accuracy {acc} ({-drop:+.2f} points), ROC-AUC change {auc}")
-    if drop > max_accuracy_drop:
+    if not cmp["passed"]:
         Path(report["int8"]["path"]).unlink(missing_ok=True)
         raise fail(f"int8 loses {drop:.2f} accuracy points (> {max_accuracy_drop}): refused and removed; "
                    f"use the fp32 model {report['fp32']['path']}", code=1)
