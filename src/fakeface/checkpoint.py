@@ -72,18 +72,22 @@ def make_checkpoint(model: nn.Module, model_name: str, model_kwargs: dict, prepr
     }
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint safely (``weights_only=True``) and check it is ours."""
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: itself, or a run folder's best.pt (else last.pt)."""
     path = Path(path)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise CheckpointError(f"{path} is a folder without best.pt or last.pt")
+                return path / name
+        raise CheckpointError(f"{path} is a folder without best.pt or last.pt")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint safely (``weights_only=True``) and check it is ours."""
+    path = checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

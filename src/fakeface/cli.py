@@ -113,7 +113,7 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, plots, report.html.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    workers: Annotated[int | None, typer.Option(help="Loader processes (default: one per spare core).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding threads (default: one per core but one).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     limit: Annotated[int | None, typer.Option(help="Score only the first N images of the split.")] = None,
@@ -159,22 +159,29 @@ def predict(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
-    workers: Annotated[int | None, typer.Option(help="Loader processes (default: one per spare core).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Threads decoding images while the model runs (default: one per core but one).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     detect_faces: Annotated[bool, typer.Option(
         help="Find faces in ordinary photos, crop each like the training data, score each; the image's verdict "
              "is its most suspicious face. Off by default: already-cropped faces need none.")] = False,
+    backend: Annotated[str, typer.Option(
+        help="auto: the fastest export of the checkpoint beside it (int8 only if it passed its accuracy guard, "
+             "then fp32 ONNX), else PyTorch; or pytorch, onnx, onnx-int8.")] = "auto",
 ):
     """Score images: P(fake) and a verdict per file; unreadable files get a row with the reason.
 
     Exit code 0 when at least one image was scored, 1 when none could be, 2 on a usage error.
     """
-    from .export import load_detector
+    from .export import choose_backend, load_detector
     from .predict import expand_inputs, predict_paths
 
     try:
-        detector = load_detector(checkpoint, device=device, precision=precision)
+        choices = [choose_backend(c, backend, device, precision) for c in checkpoint]
+        for choice in choices:
+            typer.echo(f"backend: {choice.backend} ({choice.reason})", err=True)
+        detector = load_detector([c.path for c in choices], device=device, precision=precision)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     inputs = expand_inputs(paths)
@@ -204,7 +211,7 @@ def predict(
             rows_iter = predict_faces(detector, inputs, on_progress=(lambda n: progress.update(n, ""))
                                       if progress else None)
         else:
-            rows_iter = predict_paths(detector, inputs, batch_size, workers,
+            rows_iter = predict_paths(detector, inputs, batch_size, workers, draft=True,
                                       on_progress=(lambda n: progress.update(n, "")) if progress else None)
         for row in rows_iter:
             scored += row["error"] is None
@@ -296,7 +303,7 @@ def calibrate(
     policy: Annotated[str, typer.Option(help="Threshold policy: balanced (EER), fpr=0.01, or a number.")] = "balanced",
     out: Annotated[Path | None, typer.Option(help="Write the calibrated checkpoint here instead.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    workers: Annotated[int | None, typer.Option(help="Loader processes (default: one per spare core).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding threads (default: one per core but one).")] = None,
 ):
     """Fit temperature scaling and pick the decision threshold on the validation split (never the test split)."""
     from .calibrate import calibrate as run_calibration
@@ -313,7 +320,9 @@ def calibrate(
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (or run folder: its best.pt).")],
-    out: Annotated[Path, typer.Option(help="The .onnx file to write.")],
+    out: Annotated[Path | None, typer.Option(
+        help="The .onnx file to write (default: beside the checkpoint, best.onnx or best.int8.onnx, where "
+             "predict --backend auto finds it).")] = None,
     quantize: Annotated[str | None, typer.Option(help="int8: static quantization (QDQ) on real images.")] = None,
     calibration_data: Annotated[str | None, typer.Option(
         help="Dataset for int8: calibrates on its train split, then checks accuracy on its valid split.")] = None,
@@ -323,10 +332,14 @@ def export(
     """Export to ONNX (preprocessing and threshold in its metadata), checked against PyTorch; optionally int8."""
     import random
 
+    from .checkpoint import checkpoint_file
     from .data import discover
-    from .export import compare_on_split, export_onnx
+    from .export import check_int8_accuracy, export_onnx
 
     try:
+        if out is None:
+            ckpt = checkpoint_file(checkpoint)
+            out = ckpt.with_name(f"{ckpt.stem}.int8.onnx" if quantize else f"{ckpt.stem}.onnx")
         calib, guard = None, None
         if quantize is not None:
             if quantize != "int8":
@@ -347,13 +360,14 @@ def export(
     if quantize is None:
         return
     typer.echo(f"int8: {report['int8']['path']}  max |dP| vs fp32 {report['int8']['max_abs_diff_p_vs_fp32']:.3f}")
-    cmp = compare_on_split(report["fp32"]["path"], report["int8"]["path"], [s.path for s in guard],
-                           [s.label for s in guard])
+    # the verdict goes into the int8 file's metadata: predict --backend auto uses int8 only when it passed
+    cmp = check_int8_accuracy(report["fp32"]["path"], report["int8"]["path"], [s.path for s in guard],
+                              [s.label for s in guard], max_accuracy_drop)
     drop = 100 * cmp["accuracy_drop"]
     auc = "n/a" if cmp["roc_auc_drop"] is None else f"{-cmp['roc_auc_drop']:+.4f}"
     acc = f"{cmp['fp32']['accuracy']:.4f} -> {cmp['int8']['accuracy']:.4f}"
     typer.echo(f"on {cmp['n']} labelled images: accuracy {acc} ({-drop:+.2f} points), ROC-AUC change {auc}")
-    if drop > max_accuracy_drop:
+    if not cmp["passed"]:
         Path(report["int8"]["path"]).unlink(missing_ok=True)
         raise fail(f"int8 loses {drop:.2f} accuracy points (> {max_accuracy_drop}): refused and removed; "
                    f"use the fp32 model {report['fp32']['path']}", code=1)

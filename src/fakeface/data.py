@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -283,7 +284,7 @@ class FaceDataset(Dataset):
     """
 
     def __init__(self, samples: list[Sample], preprocess: Preprocess, augment: AugmentConfig | None = None,
-                 seed: int = 0, max_pixels: int | None = DEFAULT_MAX_PIXELS, transform=None):
+                 seed: int = 0, max_pixels: int | None = DEFAULT_MAX_PIXELS, transform=None, draft: bool = False):
         self.samples = samples
         self.preprocess = preprocess
         self.augment = augment
@@ -291,6 +292,10 @@ class FaceDataset(Dataset):
         self.epoch = 0
         self.max_pixels = max_pixels
         self.transform = transform  # optional extra PIL -> PIL step (robustness perturbations)
+        # Large JPEGs decoded at a reduced scale (load_image's min_side) - only for the plain evaluation view:
+        # augmentations and transforms expect the whole image.
+        plain = draft and augment is None and transform is None
+        self.min_side = preprocess.min_decode_side if plain else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -302,7 +307,7 @@ class FaceDataset(Dataset):
         sample = self.samples[index]
         item = {"index": index, "label": sample.label, "image": None, "error": None}
         try:
-            img = load_image(sample.path, self.max_pixels)
+            img = load_image(sample.path, self.max_pixels, self.min_side)
             if self.transform is not None:
                 img = self.transform(img, index)
             if self.augment is not None:
@@ -318,8 +323,11 @@ class FaceDataset(Dataset):
 def collate(items: list[dict]) -> dict:
     """Stack the good items; report the broken ones as ``failures`` [(index, reason), ...]."""
     good = [it for it in items if it["error"] is None]
+    # numpy's stack, single-threaded: torch.stack would start an OpenMP team in a decoding thread (see
+    # preprocess.to_uint8_tensor)
+    images = np.stack([it["image"].numpy() for it in good]) if good else np.empty((0, 3, 1, 1), np.uint8)
     return {
-        "image": torch.stack([it["image"] for it in good]) if good else torch.empty(0, 3, 1, 1, dtype=torch.uint8),
+        "image": torch.from_numpy(images),
         "label": torch.tensor([it["label"] for it in good], dtype=torch.float32),
         "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
         "failures": [(it["index"], it["error"]) for it in items if it["error"] is not None],

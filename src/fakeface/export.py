@@ -6,16 +6,22 @@ preprocessing, threshold, threshold policy, temperature and model name travel in
 (JSON strings), so :class:`OnnxDetector` needs nothing but the ``.onnx`` file. Every export is checked the way
 timm's ``onnx_export()`` does it: ``onnx.checker``, then ONNX Runtime against PyTorch fp32 on real images.
 
-``quantize="int8"`` adds static int8 quantization (QDQ, per-channel weights) calibrated on real images.
+``quantize="int8"`` adds static int8 quantization (QDQ, per-channel weights) calibrated on real images;
+:func:`check_int8_accuracy` compares it with fp32 on labelled images and records the verdict in its metadata.
 Dynamic int8 quantization is not offered: on our CPUs it ran ~8x slower than fp32.
+
+Every export records the SHA-256 of the checkpoint it was made from, so :func:`choose_backend` can tell the
+exports of a checkpoint lying beside it (``best.onnx``, ``best.int8.onnx``) from stale ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +29,12 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import checkpoint_file, load_checkpoint, model_from_checkpoint
 from .images import ImageLoadError, load_image
 from .inference import Scorer
 from .predict import BaseDetector
 from .preprocess import Normalize, Preprocess
+from .runtime import resolve_device
 
 FORMAT = "fakeface-onnx"
 INPUT_NAME, OUTPUT_NAME = "pixels", "logit"
@@ -115,12 +122,41 @@ def _write_metadata(path: Path, props: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
+def update_metadata(path: str | os.PathLike, **fields) -> None:
+    """Add or replace fields of an export's fakeface metadata; the file is replaced atomically."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    _decode_metadata(props, path)  # refuses files that are not ours
+    props.update({k: json.dumps(v) for k, v in fields.items()})
+    onnx.helper.set_model_props(model, props)
+    tmp = _tmp_beside(path, "meta")
+    try:
+        onnx.save(model, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 # -- ONNX Runtime --------------------------------------------------------------------------------------------------
-def _session(path: str | os.PathLike, threads: int | None = None):
+def _session(path: str | os.PathLike, threads: int | None = None, spinning: bool = False):
     """A CPU InferenceSession with all graph optimisations and ``threads`` intra-op threads.
 
     ``threads=None`` uses ``torch.get_num_threads()``: one per physical core unless ``OMP_NUM_THREADS`` says
     otherwise - the same budget the PyTorch path gets, so the two compare fairly on a shared machine.
+    ``spinning=False`` lets idle intra-op threads sleep instead of spinning (ORT's default): prediction decodes
+    images on the same cores while the model runs, and spinning cost efficientnet_lite0 int8 about 1.5 of its
+    5 CPU-ms per image (2-core machine, benchmarks/inference.py --ort-spinning compares the two).
     """
     import onnxruntime as ort
 
@@ -129,6 +165,7 @@ def _session(path: str | os.PathLike, threads: int | None = None):
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1  # one chain of convolutions: nothing to run in parallel between operators
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     path = Path(path)
     if not path.is_file():
         raise OnnxModelError(f"ONNX model not found: {path}")
@@ -327,6 +364,7 @@ def export_onnx(
     ckpt = load_checkpoint(checkpoint)
     model, preprocess = model_from_checkpoint(ckpt)
     temperature = float(ckpt.get("temperature", 1.0))
+    source = {"opset": opset, "source_sha256": file_sha256(ckpt["path"])}
     fp32_path = out_path.with_name(f"{out_path.stem}.fp32.onnx") if quantize else out_path
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_fp32, tmp_int8 = _tmp_beside(fp32_path, "fp32"), _tmp_beside(out_path, "int8")
@@ -335,7 +373,7 @@ def export_onnx(
               "checkpoint": ckpt["path"], "int8": None}
     try:
         _export_fp32(model, preprocess, tmp_fp32, opset)
-        _write_metadata(tmp_fp32, _metadata(ckpt, "fp32", opset=opset))
+        _write_metadata(tmp_fp32, _metadata(ckpt, "fp32", **source))
         onnx.checker.check_model(str(tmp_fp32), full_check=True)
 
         pixels, report["checked_on"] = _check_batch(check_images, preprocess)
@@ -356,7 +394,7 @@ def export_onnx(
                                  + (f": {reader.skipped[0]}" if reader.skipped else ""))
             quant = {"method": "static", "format": "QDQ", "calibration": "minmax", "calibration_images": reader.used,
                      "per_channel": per_channel, "reduce_range": reduce_range}
-            _write_metadata(tmp_int8, _metadata(ckpt, "int8", opset=opset, quantization=quant))
+            _write_metadata(tmp_int8, _metadata(ckpt, "int8", **source, quantization=quant))
             onnx.checker.check_model(str(tmp_int8), full_check=True)
             p_int8 = _sigmoid(_run_logits(_session(tmp_int8), pixels), temperature)
             report["int8"] = {"path": str(out_path), **quant, "skipped_calibration_images": reader.skipped,
@@ -400,10 +438,10 @@ class OnnxDetector(BaseDetector):
     ``predict_paths(OnnxDetector("model.onnx"), paths)`` needs nothing else.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False):
         import onnxruntime as ort
 
-        session = _session(path, threads)  # raises OnnxModelError for missing / corrupt files
+        session = _session(path, threads, spinning)  # raises OnnxModelError for missing / corrupt files
         meta = _decode_metadata(session.get_modelmeta().custom_metadata_map, path)
         self.checkpoint = {**meta, "path": str(path)}
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
@@ -474,3 +512,125 @@ def compare_on_split(fp32_path: str | os.PathLike, int8_path: str | os.PathLike,
     out["agreement"] = float((pred["fp32"] == pred["int8"]).mean())
     out["max_abs_diff_p"] = float(np.abs(probs["fp32"][ok] - probs["int8"][ok]).max())
     return out
+
+
+def check_int8_accuracy(fp32_path: str | os.PathLike, int8_path: str | os.PathLike,
+                        paths: Sequence[str | os.PathLike], labels: Sequence[int],
+                        max_accuracy_drop: float = 0.5) -> dict:
+    """The int8 export's accuracy guard: :func:`compare_on_split`, with the verdict written into the int8 file.
+
+    Passed when accuracy drops by at most ``max_accuracy_drop`` points (percent). The file's metadata gets
+    ``accuracy_guard`` = ``{"passed", "accuracy_drop", "max_accuracy_drop", "roc_auc_drop", "n"}`` (drops in
+    points), which :func:`choose_backend` requires before it picks the int8 model by itself. Returns
+    :func:`compare_on_split`'s dict plus ``passed``.
+    """
+    cmp = compare_on_split(fp32_path, int8_path, paths, labels)
+    drop = 100 * cmp["accuracy_drop"]
+    passed = bool(drop <= max_accuracy_drop)
+    auc_drop = None if cmp["roc_auc_drop"] is None else 100 * cmp["roc_auc_drop"]
+    update_metadata(int8_path, accuracy_guard={"passed": passed, "accuracy_drop": drop, "n": cmp["n"],
+                                               "max_accuracy_drop": max_accuracy_drop, "roc_auc_drop": auc_drop})
+    return {**cmp, "passed": passed}
+
+
+# -- choosing a backend --------------------------------------------------------------------------------------------
+BACKENDS = ("auto", "pytorch", "onnx", "onnx-int8")
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """What to load (a checkpoint or an export, for :func:`load_detector`), as which backend, and why."""
+
+    path: Path
+    backend: str  # pytorch, onnx or onnx-int8
+    reason: str
+
+
+def exports_beside(checkpoint: str | os.PathLike) -> tuple[list[tuple[Path, dict]], list[str]]:
+    """The ONNX exports of this very checkpoint lying beside it, with their metadata, and why others were passed
+    over. Candidates are ``<stem>.onnx`` and ``<stem>.*.onnx`` (``fakeface export``'s default names) whose
+    recorded SHA-256 is the checkpoint file's: an export older than the checkpoint (retrained, re-calibrated)
+    is stale and ignored.
+    """
+    ckpt = checkpoint_file(checkpoint)
+    candidates = sorted({*ckpt.parent.glob(f"{ckpt.stem}.onnx"), *ckpt.parent.glob(f"{ckpt.stem}.*.onnx")})
+    if not candidates:
+        return [], []
+    digest = file_sha256(ckpt)
+    found, passed_over = [], []
+    for path in candidates:
+        try:
+            meta = read_metadata(path)
+        except OnnxModelError as e:
+            passed_over.append(f"{path.name}: {e}")
+            continue
+        if meta.get("source_sha256") != digest:
+            passed_over.append(f"{path.name}: not exported from this {ckpt.name} (made before it changed?)")
+        else:
+            found.append((path, meta))
+    return found, passed_over
+
+
+def _guard(meta: dict) -> tuple[bool, str]:
+    """(passed, in words) of an int8 export's recorded accuracy guard."""
+    guard = meta.get("accuracy_guard")
+    if not isinstance(guard, dict) or not isinstance(guard.get("accuracy_drop"), (int, float)):
+        return False, "no accuracy guard recorded (fakeface export --calibration-data checks one)"
+    drop, limit = guard.get("accuracy_drop"), guard.get("max_accuracy_drop")
+    words = f"accuracy drop {drop:.2f} points on {guard.get('n')} labelled images, limit {limit}"
+    if guard.get("passed") is True:
+        return True, f"passed its accuracy guard: {words}"
+    return False, f"failed its accuracy guard: {words}"
+
+
+def choose_backend(checkpoint: str | os.PathLike, backend: str = "auto", device: str = "auto",
+                   precision: str = "auto") -> BackendChoice:
+    """Which model file ``fakeface predict`` runs for ``checkpoint``, and why.
+
+    ``auto`` takes the fastest usable export of the checkpoint beside it (:func:`exports_beside`): int8 if its
+    metadata says it passed its accuracy guard, else fp32 ONNX, else the checkpoint with PyTorch. That order is
+    benchmarks/inference.py's on our 2-core AMX CPU at 160 px, batch 32 (images/s, Inception-ResNet-V1 /
+    EfficientNet-Lite0): ONNX Runtime int8 43 / 117, ONNX Runtime fp32 15.7 / 74, PyTorch bf16 channels_last
+    13.4 / 28.5. ``auto`` keeps PyTorch on a GPU and when a ``precision`` other than ``auto`` is asked for (a
+    PyTorch setting). ``pytorch``, ``onnx`` and ``onnx-int8`` force a backend (an int8 export is then used
+    whatever its guard says); a missing export is a ``ValueError`` naming the command that makes one. Given an
+    ``.onnx`` file, ``auto`` runs it and a forced backend must match it.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    path = Path(checkpoint)
+    if path.suffix.lower() == ".onnx":
+        kind = "onnx-int8" if read_metadata(path).get("precision") == "int8" else "onnx"
+        if backend not in ("auto", kind):
+            raise ValueError(f"{path} is an {kind} export; --backend {backend} needs the checkpoint it came from")
+        return BackendChoice(path, kind, "an ONNX export was given")
+    if backend == "pytorch":
+        return BackendChoice(path, "pytorch", "asked for")
+    if backend == "auto":
+        dev = resolve_device(device)
+        if dev.type != "cpu":
+            return BackendChoice(path, "pytorch", f"the model runs on {dev.type}; ONNX Runtime here is CPU-only")
+        if precision != "auto":
+            return BackendChoice(path, "pytorch", f"precision {precision} was asked for")
+    exports, passed_over = exports_beside(path)
+    by_kind = {"onnx-int8": [], "onnx": []}
+    for p, meta in exports:
+        by_kind["onnx-int8" if meta.get("precision") == "int8" else "onnx"].append((p, meta))
+    if backend != "auto":
+        if not by_kind[backend]:
+            flags = " --quantize int8 --calibration-data DATA" if backend == "onnx-int8" else ""
+            raise ValueError(f"no {backend} export of {checkpoint_file(path)} beside it; make one with "
+                             f"fakeface export --checkpoint {path}{flags}")
+        p, meta = by_kind[backend][0]
+        guard = f", {_guard(meta)[1]}" if backend == "onnx-int8" else ""
+        return BackendChoice(p, backend, f"asked for: {p.name}{guard}")
+    for p, meta in by_kind["onnx-int8"]:
+        passed, words = _guard(meta)
+        if passed:
+            return BackendChoice(p, "onnx-int8", f"{p.name}, int8 export of this checkpoint, {words}")
+        passed_over.append(f"{p.name}: {words}")
+    ignored = f"; passed over {'; '.join(passed_over)}" if passed_over else ""
+    if by_kind["onnx"]:
+        p = by_kind["onnx"][0][0]
+        return BackendChoice(p, "onnx", f"{p.name}, fp32 export of this checkpoint{ignored}")
+    return BackendChoice(path, "pytorch", f"no usable export of {checkpoint_file(path).name} beside it{ignored}")

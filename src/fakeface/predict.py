@@ -1,20 +1,23 @@
 """Scoring image files with a trained detector: the library side of ``fakeface predict``.
 
 :class:`Detector` wraps a checkpoint (model, preprocessing, threshold, temperature); :func:`predict_paths`
-streams any number of files through loader workers in batches and yields one row per input - scored, or with
-the reason it could not be. Nothing holds more than a few batches of decoded images at once.
+streams any number of files in batches and yields one row per input - scored, or with the reason it could not
+be. Threads decode the next batches while the model scores the current one (:func:`decoded_batches`), and
+nothing holds more than a few batches of decoded images at once.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from . import CLASS_NAMES
 from .checkpoint import load_checkpoint, model_from_checkpoint
@@ -146,14 +149,18 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 def predict_paths(detector: Detector, paths: list[str], batch_size: int = 32, workers: int | None = None,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS, labels: list[int] | None = None,
-                  on_progress=None, transform=None) -> Iterator[dict]:
+                  on_progress=None, transform=None, draft: bool = False) -> Iterator[dict]:
     """Yield ``{"path", "p_fake", "pred", "error", "label"}`` per input, in input order.
 
+    ``workers``: decoding threads (default: one per core but one; 0: decode in this thread, between batches).
     ``transform(img, index) -> img`` is applied to each decoded image first (robustness perturbations).
+    ``draft=True`` decodes JPEGs at least twice the model's view at a reduced scale (see
+    :func:`fakeface.images.load_image`): faster on large photos, within a grey level or so of the full decode;
+    images smaller than that, and any image when ``transform`` is given, are decoded whole as usual.
     An :class:`Ensemble`'s rows add ``member_p_fake``: each member's calibrated P(fake), in member order.
     """
     if len(detector.members) > 1:
-        streams = [predict_paths(m, paths, batch_size, workers, max_pixels, labels, None, transform)
+        streams = [predict_paths(m, paths, batch_size, workers, max_pixels, labels, None, transform, draft)
                    for m in detector.members]
         for rows in zip(*streams):
             row = dict(rows[0])
@@ -169,11 +176,9 @@ def predict_paths(detector: Detector, paths: list[str], batch_size: int = 32, wo
         return
     labels = labels or [UNLABELLED] * len(paths)
     ds = FaceDataset([Sample(p, y) for p, y in zip(paths, labels)], detector.preprocess, max_pixels=max_pixels,
-                     transform=transform)
+                     transform=transform, draft=draft)
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate,
-                        prefetch_factor=4 if workers else None)
-    for batch in loader:
+    for batch in decoded_batches(ds, batch_size, workers):
         rows = {}
         if len(batch["index"]):
             probs = detector.p_fake(detector.scorer.logits(batch["image"]).numpy())
@@ -186,6 +191,38 @@ def predict_paths(detector: Detector, paths: list[str], batch_size: int = 32, wo
             yield {"path": ds.samples[i].path, "label": CLASS_NAMES[label] if label >= 0 else None, **rows[i]}
         if on_progress is not None:
             on_progress(len(rows))
+
+
+def decoded_batches(ds: FaceDataset, batch_size: int, workers: int, ahead: int | None = None) -> Iterator[dict]:
+    """:func:`~fakeface.data.collate`'d batches of ``ds``, in order, decoded while the caller scores earlier ones.
+
+    ``workers`` threads decode whole batches; at most ``ahead`` batches (default ``2 * workers``) are decoded or
+    being decoded beyond the one the caller holds, so memory stays flat however many files there are.
+    ``workers=0`` decodes each batch in the caller's thread when it is asked for.
+
+    Threads, not processes: Pillow releases the GIL while it decodes and resizes, ONNX Runtime and PyTorch while
+    they compute, so nothing waits on the GIL, and batches need no pickling or shared memory to reach the model.
+    Decoding uses no torch operator (see :func:`~fakeface.data.collate`): one would start its own OpenMP team
+    in the decoding thread, beside the model's.
+    """
+    starts = iter(range(0, len(ds), batch_size))
+
+    def load(start: int) -> dict:
+        return collate([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
+
+    if workers == 0:
+        yield from map(load, starts)
+        return
+    ahead = ahead or 2 * workers
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="fakeface-decode")
+    try:
+        pending = deque(pool.submit(load, start) for start in islice(starts, ahead))
+        while pending:
+            batch = pending.popleft().result()
+            pending.extend(pool.submit(load, start) for start in islice(starts, 1))  # keep `ahead` in flight
+            yield batch
+    finally:  # also when the caller stops early: drop what was not started, wait for what was
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def predict_faces(detector: Detector, paths: list[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,

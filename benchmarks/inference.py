@@ -1,0 +1,220 @@
+"""Inference images/s per backend, beside each model's FLOPs, the machine's matmul peak and `predict DIR`.
+
+    python benchmarks/inference.py [--sizes 160 256] [--batch 32] [--reps 10] [--images 320]
+                                   [--models inception_resnet_v1 efficientnet_lite0] [--compile]
+                                   [--ort-spinning] [--data ../shared/data/faces140k-sample]
+
+In one run: first the fp32 matmul peak of this machine (torch.matmul of square fp32 matrices, 2048 and
+4096, all threads, best of 3 each), then for each registry model (untrained weights: speed only) and input
+size, one batch of real faces (the sample's test split; seeded random pixels without it) through each backend:
+
+* PyTorch eager fp32, contiguous memory format;
+* PyTorch fp32 channels_last, and bf16 autocast channels_last where ``cpu_has_fast_bf16()`` (AMX/AVX512-BF16);
+* torch.compile of fp32 channels_last (only with --compile: minutes of compilation);
+* ONNX Runtime fp32 and static int8 (QDQ, calibrated on 16 real faces) exported by ``fakeface.export``.
+
+Each row: images/s (``--reps`` timed batches after one warm-up batch), CPU ms per image (all threads), the
+model's GFLOP per image (``torch.utils.flop_counter.FlopCounterMode``, 2 FLOPs per multiply-add), achieved
+GFLOP/s and its fraction of the fp32 matmul peak (bf16 and int8 can exceed 100 %: the peak is fp32's). Every
+backend gets the same threads (``torch.get_num_threads()``, ONNX Runtime's intra-op threads included).
+
+Then, per model and size, the fastest backend scores a folder of --images real JPEGs end to end through
+``fakeface.predict.predict_paths`` as ``fakeface predict DIR`` calls it (decoding threads overlapped with the
+model), printed beside that backend's model-only images/s, the ratio, and CPU ms per image of both: where the
+model keeps every core busy, end to end can reach at most model CPU / e2e CPU of the model-only rate. A last
+table gives one thread's cost per image of decoding and preprocessing, the work the pipeline overlaps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from fakeface.checkpoint import make_checkpoint, save_atomic
+from fakeface.export import OnnxDetector, export_onnx
+from fakeface.images import load_image
+from fakeface.models import create_model, default_preprocess
+from fakeface.predict import Detector, expand_inputs, predict_paths
+from fakeface.runtime import cpu_has_fast_bf16
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces140k-sample"
+
+
+def matmul_peak(sizes=(2048, 4096), reps: int = 3) -> tuple[float, int]:
+    """(best GFLOP/s, at which n) of n x n fp32 matmuls on all of torch's threads."""
+    best = (0.0, 0)
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.matmul(a, b)  # warm-up: thread pool and kernel selection
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            best = max(best, (2 * n**3 / (time.perf_counter() - t0) / 1e9, n))
+    return best
+
+
+def gflop_per_image(model: torch.nn.Module, size: int) -> float:
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def face_files(data: Path, n: int) -> list[Path]:
+    """Up to n real faces of the sample's test split, real and fake alternating."""
+    root = data / "real_vs_fake" / "real-vs-fake" / "test"
+    real, fake = sorted((root / "real").glob("*.jpg")), sorted((root / "fake").glob("*.jpg"))
+    mixed = [p for pair in zip(real, fake) for p in pair]
+    return mixed[:n]
+
+
+def make_folder(folder: Path, n: int, data: Path) -> Path:
+    """n JPEG files: copies of the sample's test faces (repeated under new names if needed), or random 256 px."""
+    folder.mkdir(parents=True)
+    sources = face_files(data, n)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        if sources:
+            shutil.copyfile(sources[i % len(sources)], folder / f"{i:06d}.jpg")
+        else:
+            pixels = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:06d}.jpg", quality=90)
+    return folder
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def images_per_second(scorer, batch: torch.Tensor, reps: int) -> tuple[float, float]:
+    """(images/s, CPU ms per image) of ``reps`` batches after one warm-up batch."""
+    scorer.logits(batch)  # warm-up: oneDNN primitives, ORT's arena, torch.compile's graph
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    for _ in range(reps):
+        scorer.logits(batch)
+    n = len(batch) * reps
+    return n / (time.perf_counter() - t0), (cpu_seconds() - c0) / n * 1e3
+
+
+def backends(ckpt: Path, onnx_path: Path, compile_too: bool, spinning_too: bool):
+    """(name, detector factory) of every backend worth timing on this machine."""
+    yield "pytorch fp32", lambda: Detector(ckpt, device="cpu", precision="fp32", channels_last=False)
+    yield "pytorch fp32 channels_last", lambda: Detector(ckpt, device="cpu", precision="fp32")
+    if cpu_has_fast_bf16():
+        yield "pytorch bf16 channels_last", lambda: Detector(ckpt, device="cpu", precision="bf16")
+    if compile_too:
+        def compiled():
+            det = Detector(ckpt, device="cpu", precision="fp32")
+            det.scorer.model = torch.compile(det.scorer.model)
+            return det
+        yield "torch.compile fp32 channels_last", compiled
+    fp32_path = onnx_path.with_name(f"{onnx_path.stem}.fp32.onnx")
+    yield "onnxruntime fp32", lambda: OnnxDetector(fp32_path)
+    yield "onnxruntime int8 (QDQ)", lambda: OnnxDetector(onnx_path)
+    if spinning_too:
+        yield "onnxruntime fp32, spinning", lambda: OnnxDetector(fp32_path, spinning=True)
+        yield "onnxruntime int8 (QDQ), spinning", lambda: OnnxDetector(onnx_path, spinning=True)
+
+
+def decode_costs(files: list[Path], sizes: list[int], model: str) -> list[tuple[int, float, float]]:
+    """(size, ms to decode, ms to preprocess) per image on one thread."""
+    t0 = time.perf_counter()
+    images = [load_image(p) for p in files]
+    decode_ms = (time.perf_counter() - t0) / len(files) * 1e3
+    out = []
+    for size in sizes:
+        pre = default_preprocess(model).replace(input_size=size, resize=size)
+        t0 = time.perf_counter()
+        for img in images:
+            pre.eval_tensor(img)
+        out.append((size, decode_ms, (time.perf_counter() - t0) / len(images) * 1e3))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["inception_resnet_v1", "efficientnet_lite0"])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[160, 256])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=10, help="timed batches per backend")
+    ap.add_argument("--images", type=int, default=320, help="JPEGs in the end-to-end folder")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    ap.add_argument("--ort-spinning", action="store_true",
+                    help="also time ONNX Runtime with its idle threads spinning (its default; fakeface turns it off)")
+    ap.add_argument("--data", type=Path, default=SAMPLE, help="the faces140k sample (random images without it)")
+    args = ap.parse_args()
+
+    import onnxruntime
+
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {threads} threads, "
+          f"AMX/AVX512-BF16: {cpu_has_fast_bf16()}")
+    peak, n = matmul_peak()
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({n} x {n}, best of 3 at 2048 and 4096, {threads} threads)")
+    found = bool(face_files(args.data, 1))
+    print(f"faces: {'the sample' if found else 'seeded random pixels (sample not found)'}; batch {args.batch}, "
+          f"{args.reps} timed batches per backend\n")
+
+    print(f"{'model':<20} {'size':>4} {'backend':<34} {'img/s':>7} {'CPU ms/img':>10} {'GFLOP/img':>9} "
+          f"{'GFLOP/s':>8} {'of peak':>7}")
+    end_to_end = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folder = make_folder(tmp / "jpegs", args.images, args.data)
+        paths = expand_inputs([folder])
+        calib = expand_inputs([make_folder(tmp / "calibration", 16, args.data)])
+        for name in args.models:
+            for size in args.sizes:
+                torch.manual_seed(0)
+                model = create_model(name).eval()
+                gflop = gflop_per_image(model, size)
+                pre = default_preprocess(name).replace(input_size=size, resize=size)
+                ckpt = tmp / f"{name}-{size}.pt"
+                save_atomic(make_checkpoint(model, name, {}, pre), ckpt)
+                onnx_path = tmp / f"{name}-{size}.onnx"
+                export_onnx(ckpt, onnx_path, quantize="int8", calibration_data=calib, check_images=calib)
+                faces = torch.stack([pre.eval_tensor(load_image(p)) for p in paths[:args.batch]])
+                rows = []
+                for backend, make in backends(ckpt, onnx_path, args.compile, args.ort_spinning):
+                    try:
+                        det = make()
+                        ips, cpu_ms = images_per_second(det.scorer, faces, args.reps)
+                    except Exception as e:  # e.g. torch.compile without a C++ compiler
+                        print(f"{name:<20} {size:>4} {backend:<34} failed: {type(e).__name__}: {e}".splitlines()[0])
+                        continue
+                    rows.append((ips, cpu_ms, backend, det))
+                    print(f"{name:<20} {size:>4} {backend:<34} {ips:7.1f} {cpu_ms:10.2f} {gflop:9.2f} "
+                          f"{ips * gflop:8.1f} {ips * gflop / peak:7.1%}", flush=True)
+                ips, cpu_ms, backend, det = max(rows, key=lambda r: r[0])
+                # what `fakeface predict DIR` runs: default decoding threads, large JPEGs drafted
+                t0, c0 = time.perf_counter(), cpu_seconds()
+                scored = sum(r["error"] is None for r in predict_paths(det, paths, batch_size=args.batch, draft=True))
+                e2e, e2e_cpu_ms = scored / (time.perf_counter() - t0), (cpu_seconds() - c0) / scored * 1e3
+                end_to_end.append((name, size, backend, ips, cpu_ms, e2e, e2e_cpu_ms))
+                del rows, det
+
+        print(f"\nend to end: predict_paths on a folder of {len(paths)} JPEGs, batch {args.batch}, the fastest backend")
+        print(f"{'model':<20} {'size':>4} {'backend':<34} {'model img/s':>11} {'e2e img/s':>9} {'ratio':>6} "
+              f"{'model CPU ms/img':>16} {'e2e CPU ms/img':>14}")
+        for name, size, backend, ips, cpu_ms, e2e, e2e_cpu_ms in end_to_end:
+            print(f"{name:<20} {size:>4} {backend:<34} {ips:11.1f} {e2e:9.1f} {e2e / ips:6.2f} {cpu_ms:16.2f} "
+                  f"{e2e_cpu_ms:14.2f}")
+
+        print(f"\nper image, on one thread: what decoding threads do beside the model ({args.models[0]}'s view)")
+        print(f"{'size':>4} {'decode ms':>9} {'resize+crop+tensor ms':>21}")
+        for size, decode_ms, pre_ms in decode_costs(paths[:64], args.sizes, args.models[0]):
+            print(f"{size:>4} {decode_ms:9.2f} {pre_ms:21.2f}")
+
+
+if __name__ == "__main__":
+    main()
