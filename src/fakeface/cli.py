@@ -178,14 +178,28 @@ def predict(
     detect_faces: Annotated[bool, typer.Option(
         help="Find faces in ordinary photos, crop each like the training data, score each; the image's verdict "
              "is its most suspicious face. Off by default: already-cropped faces need none.")] = False,
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="Under torchrun: each process scores its share of the inputs and rank 0 writes every "
+                              "row, in the usual order. Without torchrun: one process, as usual.")] = False,
 ):
     """Score images: P(fake) and a verdict per file; unreadable files get a row with the reason.
 
     Exit code 0 when at least one image was scored, 1 when none could be, 2 on a usage error.
     """
+    from . import distributed as dist
     from .export import load_detector
-    from .predict import expand_inputs, predict_paths
+    from .predict import expand_inputs, predict_distributed, predict_paths
 
+    if dist.world_size() > 1:
+        if not distributed:
+            raise fail(f"running under torchrun ({dist.world_size()} processes): pass --distributed, or every "
+                       "process would score every input and write the same output")
+        from .runtime import resolve_device
+
+        try:
+            device = str(dist.init_from_env(resolve_device(device)))  # cuda:LOCAL_RANK on GPUs
+        except USER_ERRORS as e:
+            raise fail(str(e)) from None
     try:
         detector = load_detector(checkpoint, device=device, precision=precision)
     except USER_ERRORS as e:
@@ -193,6 +207,26 @@ def predict(
     inputs = expand_inputs(paths)
     if not inputs:
         raise fail("no files found in the given paths")
+    mine = inputs[dist.shard(len(inputs))]  # all of them in one process
+    progress = None
+    if len(mine) > 64 and sys.stderr.isatty() and dist.is_main():
+        from .train import Progress
+
+        progress = Progress(len(mine), "scoring", 1)
+    on_progress = (lambda n: progress.update(n, "")) if progress else None
+
+    def score(shard: list[str]):
+        if detect_faces:
+            from .predict import predict_faces
+
+            return predict_faces(detector, shard, on_progress=on_progress)
+        return predict_paths(detector, shard, batch_size, workers, on_progress=on_progress)
+
+    # One process: rows are scored lazily, as they are written. Under torchrun: scored and gathered here.
+    rows_iter = predict_distributed(score, inputs)
+    dist.cleanup()
+    if rows_iter is None:  # not rank 0, which writes every row
+        return
     scored = failed = 0
     table_rows: list[dict] = []
     writer = csv_file = None
@@ -205,20 +239,7 @@ def predict(
         writer = csv.DictWriter(csv_file, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
     show_table = not json_out and len(inputs) <= 1000
-    progress = None
-    if len(inputs) > 64 and sys.stderr.isatty():
-        from .train import Progress
-
-        progress = Progress(len(inputs), "scoring", 1)
     try:
-        if detect_faces:
-            from .predict import predict_faces
-
-            rows_iter = predict_faces(detector, inputs, on_progress=(lambda n: progress.update(n, ""))
-                                      if progress else None)
-        else:
-            rows_iter = predict_paths(detector, inputs, batch_size, workers,
-                                      on_progress=(lambda n: progress.update(n, "")) if progress else None)
         for row in rows_iter:
             scored += row["error"] is None
             failed += row["error"] is not None

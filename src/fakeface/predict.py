@@ -8,7 +8,7 @@ the reason it could not be. Nothing holds more than a few batches of decoded ima
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from . import CLASS_NAMES
+from . import CLASS_NAMES, distributed
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import UNLABELLED, FaceDataset, Sample, collate, default_workers
 from .images import DEFAULT_MAX_PIXELS
@@ -186,6 +186,16 @@ def predict_paths(detector: Detector, paths: list[str], batch_size: int = 32, wo
             yield {"path": ds.samples[i].path, "label": CLASS_NAMES[label] if label >= 0 else None, **rows[i]}
         if on_progress is not None:
             on_progress(len(rows))
+
+
+def predict_distributed(score: Callable[[list[str]], Iterable[dict]], paths: list[str]) -> Iterable[dict] | None:
+    """Under torchrun, each process runs ``score`` (``paths -> rows``, e.g. :func:`predict_paths` with its
+    detector) on its contiguous shard of ``paths``, and rank 0 gets every process's rows back in ``paths`` order -
+    each input exactly once - while the others get ``None``. In one process: ``score(paths)``, streamed."""
+    if not distributed.is_distributed():
+        return score(paths)
+    parts = distributed.gather_to_main(list(score(paths[distributed.shard(len(paths))])))
+    return None if parts is None else (row for part in parts for row in part)
 
 
 def predict_faces(detector: Detector, paths: list[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,
