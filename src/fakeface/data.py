@@ -289,7 +289,9 @@ class FaceDataset(Dataset):
         self.preprocess = preprocess
         self.augment = augment
         self.seed = seed
-        self.epoch = 0
+        # In shared memory: persistent loader workers hold their own copy of the dataset, and must still see
+        # set_epoch() - or every epoch would get the first epoch's augmentation.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.max_pixels = max_pixels
         self.transform = transform  # optional extra PIL -> PIL step (robustness perturbations)
         # Large JPEGs decoded at a reduced scale (load_image's min_side) - only for the plain evaluation view:
@@ -297,8 +299,13 @@ class FaceDataset(Dataset):
         plain = draft and augment is None and transform is None
         self.min_side = preprocess.min_decode_side if plain else None
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """Call before iterating the loader for ``epoch`` (its workers prefetch as soon as it starts)."""
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -335,6 +342,7 @@ def collate(items: list[dict]) -> dict:
 
 
 def default_workers() -> int:
-    """Loader worker processes: one core per worker, leaving one to the model (at least 1, at most 8)."""
-    n = os.cpu_count() or 1
+    """Loader worker processes: one core per worker, leaving one to the model (at least 1, at most 8). Under
+    torchrun the machine's cores are shared by its ``LOCAL_WORLD_SIZE`` processes."""
+    n = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     return max(1, min(8, n - 1))

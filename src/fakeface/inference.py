@@ -22,6 +22,14 @@ class Scores:
     logit: np.ndarray
     failures: list[tuple[int, str]] = field(default_factory=list)
 
+    @classmethod
+    def merge(cls, parts: list[Scores]) -> Scores:
+        """One ``Scores`` from several over disjoint parts of a dataset (each process's shard), by dataset index."""
+        index = np.concatenate([p.index for p in parts])
+        order = np.argsort(index, kind="stable")
+        return cls(index[order], np.concatenate([p.label for p in parts])[order],
+                   np.concatenate([p.logit for p in parts])[order], sorted(f for p in parts for f in p.failures))
+
     def probs(self, temperature: float = 1.0) -> np.ndarray:
         """P(fake) = sigmoid(logit / T)."""
         return 1.0 / (1.0 + np.exp(-self.logit / temperature))

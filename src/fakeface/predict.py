@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import CLASS_NAMES
+from . import CLASS_NAMES, distributed
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import UNLABELLED, FaceDataset, Sample, collate, default_workers
 from .images import DEFAULT_MAX_PIXELS
@@ -223,6 +223,16 @@ def decoded_batches(ds: FaceDataset, batch_size: int, workers: int, ahead: int |
             yield batch
     finally:  # also when the caller stops early: drop what was not started, wait for what was
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def predict_distributed(score: Callable[[list[str]], Iterable[dict]], paths: list[str]) -> Iterable[dict] | None:
+    """Under torchrun, each process runs ``score`` (``paths -> rows``, e.g. :func:`predict_paths` with its
+    detector) on its contiguous shard of ``paths``, and rank 0 gets every process's rows back in ``paths`` order -
+    each input exactly once - while the others get ``None``. In one process: ``score(paths)``, streamed."""
+    if not distributed.is_distributed():
+        return score(paths)
+    parts = distributed.gather_to_main(list(score(paths[distributed.shard(len(paths))])))
+    return None if parts is None else (row for part in parts for row in part)
 
 
 def predict_faces(detector: Detector, paths: list[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,

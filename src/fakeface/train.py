@@ -5,6 +5,12 @@ checkpoints), ``log.csv`` (one row per epoch, re-written from the checkpoint's h
 with it), ``train.log`` (messages, every skipped file) and, when the data had no validation split,
 ``split.csv`` (which file went where). ``--resume`` after a kill - even ``kill -9`` mid-epoch - continues
 from the last finished epoch with the same numbering, history and random streams.
+
+Under ``torchrun --nproc_per_node N -m fakeface train ...`` the N processes train one model with
+DistributedDataParallel: each takes its share of every epoch's shuffled images (``batch_size`` images per step
+and process, so N x ``batch_size`` per optimizer step), validation is scored in shards and gathered, so its
+metrics - and best-epoch and early-stopping decisions - are those of one process over the whole split, and
+rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from . import CLASS_NAMES
+from . import CLASS_NAMES, distributed
 from .augment import AugmentConfig
 from .checkpoint import load_checkpoint, make_checkpoint, save_atomic, unwrap_model
 from .data import (
@@ -42,7 +49,7 @@ from .data import (
     write_split_csv,
 )
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-from .inference import Scorer
+from .inference import Scorer, Scores
 from .models import create_model, default_preprocess, get_entry, load_trunk_weights, pretrained_weights
 from .preprocess import Normalize, Preprocess
 from .runtime import autocast, grad_scaler, resolve_device, resolve_precision
@@ -67,7 +74,7 @@ class TrainConfig:
     pretrained: bool = False  # start from the registry's installable published weights (fakeface[pretrained])
     old_data: str | None = None  # with init: the data the detector was trained on (default: as its checkpoint says)
     epochs: int = 10
-    batch_size: int = 32
+    batch_size: int = 32  # per process: torchrun with N processes steps on N x batch_size images
     lr: float = 1e-3
     min_lr: float = 1e-6
     weight_decay: float = 0.05
@@ -88,6 +95,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     channels_last: bool = True
+    compile: bool = False  # torch.compile the model: minutes of compilation first, faster steps after (GPUs)
+    sync_bn: bool = False  # torchrun on GPUs: BatchNorm statistics over all processes' batches (SyncBatchNorm)
     val_fraction: float = 0.1  # used only when the data has no validation split
     monitor: str = "val_auc"
     patience: int | None = None  # early stopping: epochs without improvement
@@ -190,11 +199,12 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 class Progress:
     """A rich progress bar on a terminal; plain lines every ``every`` batches otherwise (logs, CI)."""
 
-    def __init__(self, total: int, desc: str, every: int):
+    def __init__(self, total: int, desc: str, every: int, enabled: bool = True):
         self.total, self.desc, self.every, self.n, self.batches = total, desc, max(1, every), 0, 0
+        self.enabled = enabled
         self.start = time.perf_counter()
         self.bar = None
-        if sys.stderr.isatty():
+        if enabled and sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -207,7 +217,7 @@ class Progress:
         self.batches += 1
         if self.bar is not None:
             self.bar.update(self.task, advance=n, info=info)
-        elif self.batches % self.every == 0 or self.n >= self.total:
+        elif self.enabled and (self.batches % self.every == 0 or self.n >= self.total):
             elapsed = time.perf_counter() - self.start
             eta = elapsed / max(self.n, 1) * (self.total - self.n)
             print(f"{self.desc} {self.n}/{self.total} {info} eta {eta:.0f}s", file=sys.stderr, flush=True)
@@ -223,12 +233,58 @@ def _subset(samples, limit, seed):
     return sorted(random.Random(seed).sample(samples, limit), key=lambda s: s.path)
 
 
-def _loader(ds: FaceDataset, cfg: TrainConfig, shuffle: bool, device: torch.device, epoch: int = 0) -> DataLoader:
+class EpochSampler(DistributedSampler):
+    """A shuffled DistributedSampler (tail dropped) whose permutation for (seed, epoch) is the one fakeface's
+    single-process loader always had - ``DataLoader(shuffle=True, generator=g)``, which draws a worker seed from
+    ``g`` before its ``randperm`` - so that one-process runs, their resumes and the numbers measured with them
+    stay what they were."""
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        torch.empty((), dtype=torch.int64).random_(generator=g)  # the loader's worker-seed draw
+        order = torch.randperm(len(self.dataset), generator=g).tolist()[:self.total_size]
+        return iter(order[self.rank:self.total_size:self.num_replicas])
+
+
+def make_train_loader(ds: FaceDataset, cfg: TrainConfig, device: torch.device) -> DataLoader:
+    """Made once per run; ``loader.sampler.set_epoch(epoch)`` shuffles it anew before each epoch.
+
+    The order is a function of (seed, epoch) alone - a resumed run sees the batches the lost epochs had - and
+    under torchrun each process gets every world_size-th image of it (``len(ds) // world_size`` each, the
+    remainder dropped, so that every process runs the same number of steps). The loader has its own
+    generator: starting workers must not draw from the global RNG that dropout uses.
+    """
     workers = default_workers() if cfg.workers is None else cfg.workers
-    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
-                      pin_memory=device.type == "cuda", generator=g, drop_last=shuffle and len(ds) > cfg.batch_size,
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+    sampler = EpochSampler(ds, num_replicas=distributed.world_size(), rank=distributed.rank(),
+                           seed=cfg.seed * 100_003, drop_last=True)
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+                      pin_memory=device.type == "cuda", drop_last=len(sampler) > cfg.batch_size,
+                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                      generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def _valid_loader(ds: FaceDataset, cfg: TrainConfig, device: torch.device) -> DataLoader:
+    """In dataset order; under torchrun this process's contiguous shard (:func:`validate` gathers them)."""
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    part = Subset(ds, range(len(ds))[distributed.shard(len(ds))])
+    return DataLoader(part, batch_size=cfg.batch_size, num_workers=workers, collate_fn=collate,
+                      pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+                      generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """SyncBatchNorm (``sync_bn``), then ``torch.compile`` (``compile``), then DistributedDataParallel when
+    several processes train (nanoGPT's order). :func:`~fakeface.checkpoint.unwrap_model` gives the plain model
+    back: its parameters are the ones trained, and its state_dict is what checkpoints store."""
+    if cfg.sync_bn and distributed.is_distributed():
+        if device.type != "cuda":
+            raise ValueError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm does not run on the CPU")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.compile:
+        model = torch.compile(model)
+    if distributed.is_distributed():
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
 
 
 def _probe(samples, max_pixels, n=32) -> None:
@@ -244,7 +300,10 @@ def _probe(samples, max_pixels, n=32) -> None:
     raise DataError(f"none of {len(probe)} sampled training images could be read, e.g. {errors[0]}")
 
 
-def _setup_logging(run_dir: Path) -> logging.Handler:
+def _setup_logging(run_dir: Path, main: bool = True) -> logging.Handler | None:
+    if not main:  # other torchrun processes stay quiet: rank 0 logs the run, whose numbers are everyone's
+        log.setLevel(logging.ERROR)
+        return None
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -268,7 +327,11 @@ def write_epoch_log(path: Path, history: list[dict]) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train (or, with ``resume``, continue) the run in ``cfg.out``. Returns the run folder."""
+    """Train (or, with ``resume``, continue) the run in ``cfg.out``. Returns the run folder.
+
+    Under torchrun (``WORLD_SIZE`` > 1) every process calls this; they join one process group, train one
+    model, and only rank 0 writes into ``cfg.out`` (which every process must be able to read, for ``resume``).
+    """
     run_dir = Path(cfg.out)
     last_path = run_dir / "last.pt"
     state = None
@@ -279,18 +342,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         saved = TrainConfig.from_dict(state["train_config"])
         # Only how long to train may change on resume; everything else is the run's own.
         saved.epochs, saved.patience = cfg.epochs, cfg.patience if cfg.patience is not None else saved.patience
-        saved.workers, saved.log_every = cfg.workers, cfg.log_every
+        saved.workers, saved.log_every, saved.compile = cfg.workers, cfg.log_every, cfg.compile  # speed only
         saved.calibrate = cfg.calibrate or saved.calibrate  # applied to best.pt after training, not part of it
         cfg = saved
     elif last_path.exists():
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
     if not cfg.data:
         raise DataError("no training data given (--data PATH)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = _setup_logging(run_dir)
+    main = distributed.is_main()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(run_dir, main)
     try:
-        _train(cfg, run_dir, state)
-        if cfg.calibrate:
+        with distributed.process_group(resolve_device(cfg.device)) as device:
+            _train(cfg, run_dir, state, device)
+        if cfg.calibrate and main:
             from .calibrate import calibrate
 
             r = calibrate(run_dir / "best.pt", cfg.data, cfg.calibrate, workers=cfg.workers)
@@ -305,12 +371,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 log.info("fine-tuning, %s: %s", row["split"], row["summary"])
         return run_dir
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
 
 
-def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
-    device = resolve_device(cfg.device)
+def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.device) -> Path:
+    main, world = distributed.is_main(), distributed.world_size()
     precision = resolve_precision(cfg.precision, device, cfg.model)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -320,7 +387,9 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
     for note in index.notes:
         log.info("data: %s", note)
     split_file = run_dir / "split.csv"
-    if split_file.is_file():
+    recorded = split_file.is_file()
+    distributed.barrier()  # every process has looked before rank 0 writes one
+    if recorded:
         splits = read_split_csv(split_file)
         train_s, valid_s = splits.get("train", []), splits.get("valid", [])
     elif "valid" in index.splits:
@@ -328,8 +397,10 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
     else:
         if "train" not in index.splits:
             raise DataError(f"no training split in {index.describe()}")
+        # seeded: every process holds out the same images, and rank 0 records them
         train_s, valid_s = split_off_validation(index.splits["train"], cfg.val_fraction, cfg.seed)
-        write_split_csv(split_file, {"train": train_s, "valid": valid_s})
+        if main:
+            write_split_csv(split_file, {"train": train_s, "valid": valid_s})
         log.info("no validation split in the data: held out %d images (seed %d), recorded in %s",
                  len(valid_s), cfg.seed, split_file)
     train_s = _subset(train_s, cfg.limit_train, cfg.seed)
@@ -368,14 +439,18 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
         path = pretrained_weights(cfg.model)
         load_trunk_weights(model, cfg.model, path)
         log.info("loaded the published %s weights from %s", cfg.model, path)
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
     model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model = prepare_model(model, cfg, device)
     optimizer = make_optimizer(model, cfg)
     augment = AugmentConfig.from_dict(cfg.augment)
     train_ds = FaceDataset(train_s, preprocess, augment, seed=cfg.seed, max_pixels=cfg.max_pixels)
     valid_ds = FaceDataset(valid_s, preprocess, None, max_pixels=cfg.max_pixels)
-    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    train_loader, valid_loader = make_train_loader(train_ds, cfg, device), _valid_loader(valid_ds, cfg, device)
+    steps_per_epoch = math.ceil(len(train_loader.sampler) / cfg.batch_size)  # this process's share
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [
         partial(group_lr_factor, g["name"], steps_per_epoch=steps_per_epoch, cfg=cfg) for g in optimizer.param_groups])
     scaler = grad_scaler(device, precision)
@@ -386,19 +461,25 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
     skipped: dict[str, str] = {}
     start_epoch = 0
     if state is not None:
-        model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         history, skipped, start_epoch = state["history"], state.get("skipped", {}), state["epoch"]
-        _repair_best(run_dir, state)
+        if main:
+            _repair_best(run_dir, state)
         log.info("resumed %s at epoch %d of %d", run_dir, start_epoch, cfg.epochs)
+        if state.get("world_size", 1) != world:
+            log.warning("resumed with %d process(es) where the run had %d: the batches per step and the learning "
+                        "rate schedule's steps change", world, state.get("world_size", 1))
 
-    resolved = {**cfg.to_dict(), "resolved": {"device": str(device), "precision": precision,
-                                              "preprocess": preprocess.to_dict(), "monitor": monitor}}
-    with open(run_dir / "config.yaml", "w") as f:
-        yaml.safe_dump(resolved, f, sort_keys=False)
-    log.info("model %s, %s, precision %s, input %d px", cfg.model, device, precision, preprocess.input_size)
+    if main:
+        resolved = {**cfg.to_dict(), "resolved": {
+            "device": str(device), "precision": precision, "preprocess": preprocess.to_dict(), "monitor": monitor,
+            "world_size": world, "global_batch_size": world * cfg.batch_size}}
+        with open(run_dir / "config.yaml", "w") as f:
+            yaml.safe_dump(resolved, f, sort_keys=False)
+    log.info("model %s, %s, precision %s, input %d px%s", cfg.model, device, precision, preprocess.input_size,
+             f", {world} processes x batch {cfg.batch_size}" if world > 1 else "")
 
     better = MONITORS[monitor]
     best = _best_so_far(history, monitor)
@@ -408,11 +489,12 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
             log.info("early stopping: %s has not improved for %d epochs", monitor, stale)
             break
         torch.manual_seed(cfg.seed * 1_000 + epoch)  # dropout etc.: the same stream when an epoch is re-run
-        train_ds.set_epoch(epoch)
+        train_ds.set_epoch(epoch)  # augmentation
+        train_loader.sampler.set_epoch(epoch)  # order
         t0 = time.perf_counter()
-        tr = train_one_epoch(model, _loader(train_ds, cfg, True, device, epoch), criterion, optimizer, scheduler,
-                             scaler, device, precision, cfg, epoch, preprocess)
-        va = validate(model, _loader(valid_ds, cfg, False, device), criterion, device, precision, cfg, preprocess)
+        tr = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, scaler, device, precision, cfg,
+                             epoch, preprocess)
+        va = validate(model, valid_loader, criterion, device, precision, cfg, preprocess)
         for ds, fails in ((train_ds, tr.pop("failed")), (valid_ds, va.pop("failed"))):
             for idx, reason in fails:
                 path = ds.samples[idx].path
@@ -432,17 +514,18 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None) -> Path:
             best, stale = row, 0
         else:
             stale += 1
-        ckpt = make_checkpoint(
-            model, cfg.model, cfg.model_kwargs, preprocess,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-            epoch=epoch, history=history, best_epoch=best["epoch"], monitor=monitor, skipped=skipped,
-            train_config=cfg.to_dict(), data=str(index.root), classes=list(CLASS_NAMES),
-            rng={"torch": torch.get_rng_state(), "python": random.getstate()},
-        )
-        save_atomic(ckpt, run_dir / "last.pt")  # last first: see _repair_best
-        if improved:
-            save_atomic(ckpt, run_dir / "best.pt")
-        write_epoch_log(run_dir / "log.csv", history)
+        if main:
+            ckpt = make_checkpoint(
+                model, cfg.model, cfg.model_kwargs, preprocess,
+                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                epoch=epoch, history=history, best_epoch=best["epoch"], monitor=monitor, skipped=skipped,
+                train_config=cfg.to_dict(), data=str(index.root), classes=list(CLASS_NAMES), world_size=world,
+                rng={"torch": torch.get_rng_state(), "python": random.getstate()},
+            )
+            save_atomic(ckpt, run_dir / "last.pt")  # last first: see _repair_best
+            if improved:
+                save_atomic(ckpt, run_dir / "best.pt")
+            write_epoch_log(run_dir / "log.csv", history)
         auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.4f}"
         log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f auc %s | %.0fs, %.1f img/s%s",
                  epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], auc,
@@ -474,15 +557,18 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
                     preprocess) -> dict:
     model.train()
     normalize = Normalize(preprocess).to(device)
-    progress = Progress(len(loader.dataset), f"epoch {epoch}/{cfg.epochs}", cfg.log_every)
+    progress = Progress(len(loader.sampler), f"epoch {epoch}/{cfg.epochs}", cfg.log_every, distributed.is_main())
     total_loss, correct, seen, failed = 0.0, 0, 0, []
     t0 = time.perf_counter()
     try:
         for batch in loader:
             failed += batch["failures"]
             n = len(batch["index"])
-            if n < 2:  # BatchNorm cannot train on one image (broken files can shrink a batch)
-                progress.update(len(batch["failures"]), "")
+            # BatchNorm cannot train on one image, and broken files can shrink a batch below two. Under DDP every
+            # process must run the same number of backward passes (each waits in the others' gradient
+            # all-reduce), so when any process is short, all of them skip this step together.
+            if distributed.any_rank(n < 2, device):
+                progress.update(n + len(batch["failures"]), "")
                 continue
             x = normalize(batch["image"].to(device, non_blocking=True))
             if cfg.channels_last:
@@ -505,15 +591,28 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
     finally:
         progress.close()
     elapsed = time.perf_counter() - t0
+    # Sums over every process: the epoch's numbers are over all the images trained on, the same on each rank.
+    parts = distributed.all_gather_object({"loss": total_loss, "correct": correct, "seen": seen, "failed": failed})
+    total_loss, correct, seen = (sum(p[k] for p in parts) for k in ("loss", "correct", "seen"))
+    failed = [f for p in parts for f in p["failed"]]
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "seen": seen,
             "images_per_s": seen / max(elapsed, 1e-9), "failed": failed}
 
 
 def validate(model, loader, criterion, device, precision, cfg, preprocess) -> dict:
+    """Loss, accuracy and ROC-AUC on the loader's images. Under torchrun each process scores its shard and the
+    scores of all are gathered and put back in dataset order first, so every process computes the numbers one
+    process would compute on the whole split (not a mean of per-shard metrics)."""
     from sklearn.metrics import roc_auc_score
 
-    scores = Scorer(model, preprocess, device, precision, cfg.channels_last).score_batches(loader)
+    # The plain model: DDP's forward syncs buffers with the other processes, whose shards may be one batch
+    # shorter. Also uncompiled: eval mode would cost a second compilation for little. With rank 0's BatchNorm
+    # statistics everywhere: that is the model rank 0 saves.
+    plain = unwrap_model(model)
+    distributed.broadcast_buffers(plain)
+    scores = Scorer(plain, preprocess, device, precision, cfg.channels_last).score_batches(loader)
     model.train()
+    scores = Scores.merge(distributed.all_gather_object(scores))
     if len(scores.index) == 0:
         raise DataError("no validation image could be read")
     logits, labels = torch.from_numpy(scores.logit).float(), torch.from_numpy(scores.label).float()
