@@ -102,6 +102,9 @@ valid split, scored here on its test split of {n} images). Intervals are bootstr
 
 ## Test split, per seed
 
+Training minutes are wall-clock sums of the epochs: on a shared machine they include time lost to other
+processes, so the fastest seed is the closest to this machine alone.
+
 {table(["seed", "accuracy", "ROC-AUC", "EER", "TPR @ 1 % FPR", "TPR @ 5 % FPR", "ECE", "best epoch",
         "training min"], per_seed)}
 
