@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from fakeface import __version__
+from fakeface.card import fmt, md_table, with_ci
 from fakeface.evaluate import evaluate
 from fakeface.train import load_config, train
 
@@ -55,20 +56,6 @@ def train_seed(config: str, data: str, seed: int, run_dir: Path, overrides: dict
     train(cfg, resume=(run_dir / "last.pt").is_file())
     history = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["history"]
     return float(sum(r["seconds"] for r in history))
-
-
-def fmt(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def with_ci(m: dict, key: str) -> str:
-    ci = m.get("bootstrap", {}).get(key)
-    return fmt(m.get(key)) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | None, command: str) -> None:
@@ -105,22 +92,22 @@ valid split, scored here on its test split of {n} images). Intervals are bootstr
 Training minutes are wall-clock sums of the epochs: on a shared machine they include time lost to other
 processes, so the fastest seed is the closest to this machine alone.
 
-{table(["seed", "accuracy", "ROC-AUC", "EER", "TPR @ 1 % FPR", "TPR @ 5 % FPR", "ECE", "best epoch",
+{md_table(["seed", "accuracy", "ROC-AUC", "EER", "TPR @ 1 % FPR", "TPR @ 5 % FPR", "ECE", "best epoch",
         "training min"], per_seed)}
 
 ## Spread across {len(seeds)} seeds
 
-{table(["metric", "mean", "std", "min", "max"], spread)}
+{md_table(["metric", "mean", "std", "min", "max"], spread)}
 
 ## Robustness (mean over seeds; both classes perturbed alike)
 
 Change = ROC-AUC under the perturbation minus the clean ROC-AUC (worst seed in the last column).
 
-{table(["perturbation", "level", "accuracy", "ROC-AUC", "change (mean)", "change (worst)"], robustness)}
+{md_table(["perturbation", "level", "accuracy", "ROC-AUC", "change (mean)", "change (worst)"], robustness)}
 
 ## Calibration (temperature and threshold fitted on the valid split)
 
-{table(["seed", "temperature", "threshold", "policy", "test ECE before", "test ECE after"], calibration)}
+{md_table(["seed", "temperature", "threshold", "policy", "test ECE before", "test ECE after"], calibration)}
 """
     if ensemble is not None:
         rows = [[name, fmt(r["accuracy"]), fmt(r["roc_auc"]), fmt(r["eer"]), fmt(r["ece"])]
@@ -129,7 +116,7 @@ Change = ROC-AUC under the perturbation minus the clean ROC-AUC (worst seed in t
         text += f"""
 ## Ensemble of the seeds (mean of calibrated probabilities)
 
-{table(["model", "accuracy", "ROC-AUC", "EER", "ECE"], rows)}
+{md_table(["model", "accuracy", "ROC-AUC", "EER", "ECE"], rows)}
 
 Beats its best member: accuracy {beats["accuracy"]}, ROC-AUC {beats["roc_auc"]}.
 """

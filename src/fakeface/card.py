@@ -23,16 +23,18 @@ def find_evaluations(run_dir: Path) -> list[Path]:
     return found + sorted(p for p in run_dir.glob("*/metrics.json"))
 
 
-def _f(value, digits: int = 4) -> str:
+# Markdown helpers, shared with benchmarks/accuracy.py (docs/results.md)
+def fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _with_ci(metrics: dict, key: str) -> str:
+def with_ci(metrics: dict, key: str) -> str:
+    """A metric with its bootstrap 95 % interval, when the evaluation computed one."""
     ci = metrics.get("bootstrap", {}).get(key)
-    return _f(metrics.get(key)) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    return fmt(metrics.get(key)) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -49,30 +51,30 @@ def _data_section(ckpt: dict) -> str:
     lines.append(f"- Layout: {index.layout}")
     skipped = len(ckpt.get("skipped") or {})
     lines.append(f"- Unreadable files skipped in training: {skipped}")
-    return "\n".join(lines) + "\n\n" + _table(["split", "real", "fake"], rows)
+    return "\n".join(lines) + "\n\n" + md_table(["split", "real", "fake"], rows)
 
 
 def _evaluation_section(path: Path, m: dict) -> str:
     imgs = m.get("images", {})
     out = [f"### `{path.parent.name}` ({imgs.get('split', '?')} split, {m.get('n')} images, "
            f"{imgs.get('skipped', 0)} unreadable)", ""]
-    rows = [[name, _with_ci(m, key)] for name, key in (
+    rows = [[name, with_ci(m, key)] for name, key in (
         ("accuracy", "accuracy"), ("ROC-AUC", "roc_auc"), ("average precision", "average_precision"),
         ("precision (fake)", "precision"), ("recall (fake)", "recall"), ("F1", "f1"), ("equal error rate", "eer"),
         ("TPR at 1 % FPR", "tpr_at_fpr_1"), ("TPR at 5 % FPR", "tpr_at_fpr_5"),
         ("expected calibration error", "ece"))]
-    out.append(_table(["metric", "value [bootstrap 95 % interval]"], rows))
+    out.append(md_table(["metric", "value [bootstrap 95 % interval]"], rows))
     if m.get("robustness"):
         out += ["", "Robustness (both classes perturbed alike):", "",
-                _table(["perturbation", "level", "accuracy", "ROC-AUC", "ROC-AUC change"],
-                       [[r["perturbation"], f"{r['level']:g}", _f(r["accuracy"]), _f(r["roc_auc"]),
-                         _f(r["roc_auc_change"])] for r in m["robustness"]])]
+                md_table(["perturbation", "level", "accuracy", "ROC-AUC", "ROC-AUC change"],
+                       [[r["perturbation"], f"{r['level']:g}", fmt(r["accuracy"]), fmt(r["roc_auc"]),
+                         fmt(r["roc_auc_change"])] for r in m["robustness"]])]
     if m.get("groups"):
         g = m["groups"]
         out += ["", f"By `{g['column']}`:", "",
-                _table(["value", "n", "accuracy", "real accuracy", "fake accuracy", "ROC-AUC"],
-                       [[k, v["n"], _f(v["accuracy"]), _f(v["real_accuracy"]), _f(v["fake_accuracy"]),
-                         _f(v["roc_auc"])] for k, v in g["by_value"].items()])]
+                md_table(["value", "n", "accuracy", "real accuracy", "fake accuracy", "ROC-AUC"],
+                       [[k, v["n"], fmt(v["accuracy"]), fmt(v["real_accuracy"]), fmt(v["fake_accuracy"]),
+                         fmt(v["roc_auc"])] for k, v in g["by_value"].items()])]
     return "\n".join(out)
 
 
@@ -81,8 +83,8 @@ def _limits(evaluations: list[tuple[Path, dict]]) -> str:
     compression = [r for r in rob if r["perturbation"] in ("jpeg", "resize")]
     if compression:
         worst = min(compression, key=lambda r: r["roc_auc"] if r["roc_auc"] is not None else 1.0)
-        heavy = (f"Measured: the worst ROC-AUC under re-compression or rescaling was {_f(worst['roc_auc'])} "
-                 f"({worst['perturbation']}={worst['level']:g}, change {_f(worst['roc_auc_change'])}).")
+        heavy = (f"Measured: the worst ROC-AUC under re-compression or rescaling was {fmt(worst['roc_auc'])} "
+                 f"({worst['perturbation']}={worst['level']:g}, change {fmt(worst['roc_auc_change'])}).")
     else:
         heavy = ("Not measured for this run: `fakeface evaluate ... --perturb jpeg=90,70,50 --perturb "
                  "resize=0.5,0.75` measures it.")
@@ -139,7 +141,7 @@ def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         ["normalisation", f"(x - {pre['mean']}) / {pre['std']} on 0-255 pixels"],
         ["output", "P(fake) = sigmoid(logit / T); fake is the positive class"],
         ["trained", f"{len(history)} epochs; best epoch {ckpt.get('best_epoch')} by {ckpt.get('monitor')}"
-                    + (f" (val ROC-AUC {_f(best.get('val_auc'))}, val accuracy {_f(best.get('val_acc'))})"
+                    + (f" (val ROC-AUC {fmt(best.get('val_auc'))}, val accuracy {fmt(best.get('val_acc'))})"
                        if best else "")],
         ["checkpoint", f"`{ckpt['path']}`"], ["fakeface", __version__],
     ]
@@ -147,13 +149,13 @@ def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                                       "weight_decay", "label_smoothing", "schedule", "precision", "seed") if k in cfg}
     augment = ", ".join(f"{k}={v}" for k, v in (cfg.get("augment") or {}).items() if k.endswith("_p")) or "defaults"
     threshold = [
-        ["threshold", _f(ckpt.get("threshold"))], ["policy", ckpt.get("threshold_policy", "default")],
-        ["temperature", _f(ckpt.get("temperature"), 3)],
+        ["threshold", fmt(ckpt.get("threshold"))], ["policy", ckpt.get("threshold_policy", "default")],
+        ["temperature", fmt(ckpt.get("temperature"), 3)],
         ["fitted on", f"{calib['n_valid']} validation images (never the test split)" if calib else
          "not calibrated: `fakeface calibrate --checkpoint ... --policy balanced`"],
     ]
     if calib:
-        threshold.append(["validation ECE before -> after", f"{_f(calib['ece_before'])} -> {_f(calib['ece_after'])}"])
+        threshold.append(["validation ECE before -> after", f"{fmt(calib['ece_before'])} -> {fmt(calib['ece_after'])}"])
     evaluation = ("\n\n".join(_evaluation_section(p, m) for p, m in evals) if evals else
                   "Not evaluated yet: `fakeface evaluate --checkpoint RUN/best.pt --data DATA --out RUN/eval-test`.")
     text = f"""# Model card: {name} real-vs-generated face detector
@@ -162,7 +164,7 @@ Written by `fakeface card {run_dir}` from the run's files; every number below wa
 
 ## Model details
 
-{_table(["", ""], details)}
+{md_table(["", ""], details)}
 
 ## Intended use
 
@@ -182,7 +184,7 @@ genuine, identity verification, and non-face images.
 
 ## Decision threshold and calibration
 
-{_table(["", ""], threshold)}
+{md_table(["", ""], threshold)}
 
 ## Evaluation
 
