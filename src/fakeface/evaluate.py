@@ -139,6 +139,15 @@ def group_table(y: np.ndarray, p: np.ndarray, groups: list, threshold: float, co
     return {"column": column, "by_value": table}
 
 
+def score_samples(detector, samples, batch_size: int = 32, workers: int | None = None, transform=None) -> dict:
+    """:func:`compute_metrics` of ``detector`` on labelled ``samples`` at its threshold (unreadable files left out)."""
+    scored = [r for r in predict_paths(detector, [s.path for s in samples], batch_size, workers,
+                                       labels=[s.label for s in samples], transform=transform)
+              if r["error"] is None]
+    y = np.array([int(r["label"] == "fake") for r in scored])
+    return compute_metrics(y, np.array([r["p_fake"] for r in scored]), detector.threshold)
+
+
 def fine_tune_report(base: str | os.PathLike, tuned: str | os.PathLike, old_data: str | os.PathLike | None,
                      new_data: str | os.PathLike, out: str | os.PathLike, workers: int | None = None) -> dict:
     """Score the detector before and after fine-tuning on the old data's test split and the new data's.
@@ -162,10 +171,7 @@ def fine_tune_report(base: str | os.PathLike, tuned: str | os.PathLike, old_data
         row = {"split": name, "n": len(samples)}
         for which, ckpt in (("before", base), ("after", tuned)):
             detector = load_detector(ckpt)
-            scored = [r for r in predict_paths(detector, [s.path for s in samples], workers=workers,
-                                               labels=[s.label for s in samples]) if r["error"] is None]
-            y = np.array([int(r["label"] == "fake") for r in scored])
-            m = compute_metrics(y, np.array([r["p_fake"] for r in scored]), detector.threshold)
+            m = score_samples(detector, samples, workers=workers)
             row[which] = {k: m[k] for k in ("accuracy", "roc_auc", "eer")}
         change = {k: None if row["after"][k] is None or row["before"][k] is None else row["after"][k] - row["before"][k]
                   for k in ("accuracy", "roc_auc")}
@@ -207,11 +213,7 @@ def robustness(detector, samples, perturb: dict[str, list[float]], clean: dict, 
             def transform(img, index, kind=kind, level=level):
                 return perturb_image(img, kind, level, seed=index)
 
-            scored = [r for r in predict_paths(detector, [s.path for s in samples], batch_size, workers,
-                                               labels=[s.label for s in samples], transform=transform)
-                      if r["error"] is None]
-            y = np.array([int(r["label"] == "fake") for r in scored])
-            m = compute_metrics(y, np.array([r["p_fake"] for r in scored]), detector.threshold)
+            m = score_samples(detector, samples, batch_size, workers, transform)
             row = {"perturbation": kind, "level": level, "n": m["n"]}
             for key in ("accuracy", "roc_auc", "average_precision", "eer"):
                 row[key] = m[key]
