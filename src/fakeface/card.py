@@ -67,14 +67,14 @@ def _evaluation_section(path: Path, m: dict) -> str:
     if m.get("robustness"):
         out += ["", "Robustness (both classes perturbed alike):", "",
                 md_table(["perturbation", "level", "accuracy", "ROC-AUC", "ROC-AUC change"],
-                       [[r["perturbation"], f"{r['level']:g}", fmt(r["accuracy"]), fmt(r["roc_auc"]),
-                         fmt(r["roc_auc_change"])] for r in m["robustness"]])]
+                         [[r["perturbation"], f"{r['level']:g}", fmt(r["accuracy"]), fmt(r["roc_auc"]),
+                           fmt(r["roc_auc_change"])] for r in m["robustness"]])]
     if m.get("groups"):
         g = m["groups"]
         out += ["", f"By `{g['column']}`:", "",
                 md_table(["value", "n", "accuracy", "real accuracy", "fake accuracy", "ROC-AUC"],
-                       [[k, v["n"], fmt(v["accuracy"]), fmt(v["real_accuracy"]), fmt(v["fake_accuracy"]),
-                         fmt(v["roc_auc"])] for k, v in g["by_value"].items()])]
+                         [[k, v["n"], fmt(v["accuracy"]), fmt(v["real_accuracy"]), fmt(v["fake_accuracy"]),
+                           fmt(v["roc_auc"])] for k, v in g["by_value"].items()])]
     return "\n".join(out)
 
 
