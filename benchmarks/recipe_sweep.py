@@ -1,0 +1,202 @@
+"""Many recipe variants x seeds on the sample, side by side: the exploration behind configs/sample-cpu.yaml.
+
+    python benchmarks/recipe_sweep.py [--variants benchmarks/sweep_variants.yaml] [--seeds 0 1 2]
+                                      [--jobs 4] [--workers 3] [--budget-min 8] [--out runs/sweep]
+                                      [--doc docs/experiments/sweep.md]
+
+Each variant is the base config (configs/sample-cpu.yaml) with a few keys changed. Each (variant, seed) run
+trains on the train split (best epoch and threshold on the valid split, as always), then scores the valid and
+test splits with and without flip test-time augmentation (the mean of the logits of the image and its mirror)
+and the test split at JPEG quality 50 and at 0.5x down-and-up scaling. Variants are ranked by their mean valid
+ROC-AUC: the test columns are reported, never used to choose. Runs go in parallel (``--jobs`` processes sharing
+one GPU, or the CPU); no new run starts after ``--budget-min`` minutes, and whatever finished is tabulated.
+Meant for a GPU, where a run takes about a minute; the chosen recipe is then measured on the CPU by
+benchmarks/accuracy.py (docs/results.md). Numbers from a GPU are not bit-identical to a CPU's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def score_run(run_dir: Path, data: str, workers: int) -> dict:
+    """Valid and test logits of best.pt, plain and with flip TTA, and test under two perturbations."""
+    from sklearn.metrics import roc_auc_score
+    from torch.utils.data import DataLoader
+
+    from fakeface.augment import perturb
+    from fakeface.calibrate import pick_threshold
+    from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
+    from fakeface.data import FaceDataset, collate, discover
+    from fakeface.inference import Scorer
+    from fakeface.runtime import resolve_device
+
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    model, preprocess = model_from_checkpoint(ckpt)
+    scorer = Scorer(model, preprocess, resolve_device("auto"), "fp32")
+    splits = discover(data).splits
+
+    def logits(samples, transform=None):
+        loader = DataLoader(FaceDataset(samples, preprocess, None, transform=transform), batch_size=50,
+                            num_workers=workers, collate_fn=collate)
+        plain, flipped, labels = [], [], []
+        for batch in loader:
+            plain.append(scorer.logits(batch["image"]).numpy())
+            flipped.append(scorer.logits(torch.flip(batch["image"], dims=[3])).numpy())
+            labels.append(batch["label"].numpy())
+        plain, flipped, labels = map(np.concatenate, (plain, flipped, labels))
+        return plain, (plain + flipped) / 2, (labels == 1).astype(int)  # fake = 1
+
+    def sig(x):
+        return 1 / (1 + np.exp(-x))
+
+    out = {"best_epoch": ckpt["best_epoch"],
+           "train_seconds": float(sum(r["seconds"] for r in ckpt["history"]))}
+    v_plain, v_tta, v_y = logits(splits["valid"])
+    t_plain, t_tta, t_y = logits(splits["test"])
+    for name, v, t in (("plain", v_plain, t_plain), ("tta", v_tta, t_tta)):
+        thr = pick_threshold(v_y, sig(v), "balanced")  # chosen on valid, as calibrate does
+        out[name] = {"valid_auc": float(roc_auc_score(v_y, v)), "valid_acc": float(((sig(v) >= thr) == v_y).mean()),
+                     "test_auc": float(roc_auc_score(t_y, t)), "test_acc": float(((sig(t) >= thr) == t_y).mean())}
+    for kind, level in (("jpeg", 50), ("resize", 0.5)):
+        p, _, y = logits(splits["test"], lambda img, i, k=kind, lv=level: perturb(img, k, lv, seed=i))
+        out[f"{kind}{level:g}_auc_change"] = float(roc_auc_score(y, p)) - out["plain"]["test_auc"]
+    return out
+
+
+def run_one(args) -> None:
+    """Child process: train one (variant, seed) and score it; writes RUN_DIR/sweep.json."""
+    from fakeface.train import load_config, train
+
+    run_dir = Path(args.run_dir)
+    spec = json.loads(Path(run_dir / "spec.json").read_text())
+    cfg = load_config(spec["base"], {**spec["overrides"], "data": spec["data"], "out": str(run_dir),
+                                     "seed": spec["seed"], "workers": args.workers})
+    if not (run_dir / "sweep.json").is_file():
+        train(cfg, resume=(run_dir / "last.pt").is_file())
+        result = score_run(run_dir, spec["data"], args.workers)
+        (run_dir / "sweep.json").write_text(json.dumps({**spec, **result}, indent=1))
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` laid over it, nested mappings (augment) merged key by key."""
+    out = dict(base)
+    for k, v in overrides.items():
+        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def summarise(results: list[dict], variants: dict) -> list[list[str]]:
+    rows = []
+    for name in variants:
+        rs = [r for r in results if r["variant"] == name]
+        if not rs:
+            continue
+
+        def ms(get, digits=3, rs=rs):
+            x = np.array([get(r) for r in rs])
+            return f"{x.mean():.{digits}f} ± {x.std():.{digits}f}" if len(x) > 1 else f"{x[0]:.{digits}f}"
+
+        rows.append([name, str(len(rs)), ms(lambda r: r["plain"]["valid_auc"]), ms(lambda r: r["tta"]["valid_auc"]),
+                     ms(lambda r: r["plain"]["test_acc"]), ms(lambda r: r["plain"]["test_auc"]),
+                     ms(lambda r: r["tta"]["test_acc"]), ms(lambda r: r["tta"]["test_auc"]),
+                     ms(lambda r: r["jpeg50_auc_change"]), ms(lambda r: r["resize0.5_auc_change"]),
+                     f"{np.mean([r['train_seconds'] for r in rs]):.0f}"])
+    return sorted(rows, key=lambda row: -float(row[2].split()[0]))
+
+
+HEADER = ["variant", "seeds", "valid AUC", "valid AUC (flip TTA)", "test acc", "test AUC", "test acc (TTA)",
+          "test AUC (TTA)", "AUC change JPEG 50", "AUC change 0.5x", "train s"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default=str(REPO / "configs/sample-cpu.yaml"))
+    ap.add_argument("--variants", default=str(REPO / "benchmarks/sweep_variants.yaml"))
+    ap.add_argument("--data", default=str(REPO.parent / "shared/data/faces140k-sample"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=4, help="runs at a time")
+    ap.add_argument("--workers", type=int, default=3, help="loader processes per run")
+    ap.add_argument("--budget-min", type=float, default=8.0, help="start no run after this many minutes")
+    ap.add_argument("--kill-min", type=float, default=None, help="stop runs still going after this many minutes")
+    ap.add_argument("--only", nargs="*", help="variants to run (default: all)")
+    ap.add_argument("--out", default="runs/sweep")
+    ap.add_argument("--doc", default=None, help="write the table here (markdown)")
+    ap.add_argument("--run-dir", help=argparse.SUPPRESS)  # child mode
+    args = ap.parse_args()
+    if args.run_dir:
+        return run_one(args)
+
+    base = yaml.safe_load(Path(args.base).read_text())
+    variants = yaml.safe_load(Path(args.variants).read_text())
+    names = [n for n in variants if not args.only or n in args.only]
+    out = Path(args.out)
+    queue = []
+    for name in names:  # variant-major: the first variants get all their seeds
+        for seed in args.seeds:
+            run_dir = out / f"{name}-s{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            spec = {"variant": name, "seed": seed, "base": args.base, "data": args.data,
+                    "overrides": {k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                                  for k, v in (variants[name] or {}).items()}}
+            (run_dir / "spec.json").write_text(json.dumps(spec))
+            queue.append(run_dir)
+    start, running, failed = time.time(), {}, []
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    while queue or running:
+        elapsed = (time.time() - start) / 60
+        while queue and len(running) < args.jobs and elapsed < args.budget_min:
+            run_dir = queue.pop(0)
+            log = open(run_dir / "sweep.log", "a")
+            running[run_dir] = (subprocess.Popen([sys.executable, __file__, "--run-dir", str(run_dir), "--workers",
+                                                  str(args.workers)], stdout=log, stderr=subprocess.STDOUT, env=env),
+                                log)
+        if elapsed >= args.budget_min:
+            queue.clear()
+        for run_dir, (proc, log) in list(running.items()):
+            if args.kill_min is not None and elapsed >= args.kill_min and proc.poll() is None:
+                proc.kill()
+            if proc.poll() is not None:
+                log.close()
+                del running[run_dir]
+                if proc.returncode != 0:
+                    failed.append(run_dir.name)
+                print(f"[{elapsed:5.1f} min] {run_dir.name}: exit {proc.returncode}", flush=True)
+        time.sleep(1)
+
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/sweep.json"))
+               if json.loads(p.read_text())["variant"] in names]
+    rows = summarise(results, {n: variants[n] for n in names})
+    (out / "sweep.json").write_text(json.dumps(results, indent=1))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)] + ["| " + " | ".join(r) + " |" for r in rows]
+    text = "\n".join(lines)
+    print(text)
+    if failed:
+        print("failed or stopped:", ", ".join(failed))
+    if args.doc:
+        doc = [f"# Recipe sweep on the sample ({device})", "",
+               f"Written by `python benchmarks/recipe_sweep.py {' '.join(sys.argv[1:])}` (torch {torch.__version__}).",
+               "Base: " + os.path.relpath(args.base, REPO) + "; each variant changes the keys below. Mean ± std over "
+               "the seeds; ranked by valid ROC-AUC (chosen on valid, test only reported). Test n = 200.", "",
+               text, "", "Variants:", ""]
+        doc += [f"- `{n}`: `{json.dumps(variants[n] or {})}`" for n in names]
+        if failed:
+            doc += ["", "Failed or stopped before the end: " + ", ".join(failed)]
+        Path(args.doc).write_text("\n".join(doc) + "\n")
+
+
+if __name__ == "__main__":
+    main()
