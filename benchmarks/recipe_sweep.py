@@ -62,7 +62,8 @@ def score_run(run_dir: Path, data: str, workers: int) -> dict:
     def sig(x):
         return 1 / (1 + np.exp(-x))
 
-    out = {"best_epoch": ckpt["best_epoch"],
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    out = {"best_epoch": ckpt["best_epoch"], "device": device, "torch": torch.__version__,
            "train_seconds": float(sum(r["seconds"] for r in ckpt["history"]))}
     v_plain, v_tta, v_y = logits(splits["valid"])
     t_plain, t_tta, t_y = logits(splits["test"])
@@ -134,13 +135,22 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="variants to run (default: all)")
     ap.add_argument("--out", default="runs/sweep")
     ap.add_argument("--doc", default=None, help="write the table here (markdown)")
+    ap.add_argument("--results", nargs="+", help="only tabulate these saved sweep.json files into --doc")
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()
     if args.run_dir:
         return run_one(args)
+    variants = yaml.safe_load(Path(args.variants).read_text())
+    if args.results:
+        results = [r for f in args.results for r in json.loads(Path(f).read_text())]
+        names = [n for n in variants if not args.only or n in args.only]
+        print(tabulate(results, variants, names) + "\n\n" + tta_effect(results))
+        if args.doc:
+            write_doc(Path(args.doc), results, variants, names, args.base)
+        return
 
     base = yaml.safe_load(Path(args.base).read_text())
-    variants = yaml.safe_load(Path(args.variants).read_text())
+    command = "python benchmarks/recipe_sweep.py " + " ".join(sys.argv[1:])
     names = [n for n in variants if not args.only or n in args.only]
     out = Path(args.out)
     queue = []
@@ -148,7 +158,7 @@ def main() -> None:
         for seed in args.seeds:
             run_dir = out / f"{name}-s{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
-            spec = {"variant": name, "seed": seed, "base": args.base, "data": args.data,
+            spec = {"variant": name, "seed": seed, "base": args.base, "data": args.data, "command": command,
                     "overrides": {k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
                                   for k, v in (variants[name] or {}).items()}}
             (run_dir / "spec.json").write_text(json.dumps(spec))
@@ -178,24 +188,43 @@ def main() -> None:
 
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*/sweep.json"))
                if json.loads(p.read_text())["variant"] in names]
-    rows = summarise(results, {n: variants[n] for n in names})
     (out / "sweep.json").write_text(json.dumps(results, indent=1))
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)] + ["| " + " | ".join(r) + " |" for r in rows]
-    text = "\n".join(lines)
-    print(text)
+    print(tabulate(results, variants, names))
     if failed:
         print("failed or stopped:", ", ".join(failed))
     if args.doc:
-        doc = [f"# Recipe sweep on the sample ({device})", "",
-               f"Written by `python benchmarks/recipe_sweep.py {' '.join(sys.argv[1:])}` (torch {torch.__version__}).",
-               "Base: " + os.path.relpath(args.base, REPO) + "; each variant changes the keys below. Mean ± std over "
-               "the seeds; ranked by valid ROC-AUC (chosen on valid, test only reported). Test n = 200.", "",
-               text, "", "Variants:", ""]
-        doc += [f"- `{n}`: `{json.dumps(variants[n] or {})}`" for n in names]
-        if failed:
-            doc += ["", "Failed or stopped before the end: " + ", ".join(failed)]
-        Path(args.doc).write_text("\n".join(doc) + "\n")
+        write_doc(Path(args.doc), results, variants, names, args.base, failed)
+
+
+def tta_effect(results: list[dict]) -> str:
+    """How flip TTA moved each run's numbers, over every run of the sweep."""
+    parts = []
+    for key in ("valid_auc", "test_auc", "test_acc"):
+        d = np.array([r["tta"][key] - r["plain"][key] for r in results])
+        parts.append(f"{key.replace('_', ' ')} {d.mean():+.4f} (higher in {(d > 0).sum()}, lower in {(d < 0).sum()} "
+                     f"of {len(d)} runs)")
+    return "Flip TTA minus plain, per run: " + "; ".join(parts) + "."
+
+
+def tabulate(results: list[dict], variants: dict, names: list[str]) -> str:
+    rows = summarise(results, {n: variants[n] for n in names})
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)] + ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_doc(path: Path, results: list[dict], variants: dict, names: list[str], base: str, failed=()) -> None:
+    devices = sorted({f"{r.get('device', 'device not recorded')}, torch {r.get('torch', '?')}" for r in results})
+    doc = [f"# Recipe sweep on the sample ({'; '.join(devices)})", "",
+           "Runs made by " + ", then ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", "?") for r in results))
+           + f"; this page by `python benchmarks/recipe_sweep.py {' '.join(sys.argv[1:])}`.",
+           "Base: " + os.path.relpath(base, REPO) + "; each variant changes the keys listed below it. Mean ± std over "
+           "the seeds; ranked by valid ROC-AUC (chosen on valid, test only reported). Valid and test n = 200 each; "
+           "accuracy at the balanced (equal-error) threshold picked on valid.", "",
+           tabulate(results, variants, names), "", tta_effect(results), "", "Variants:", ""]
+    doc += [f"- `{n}`: `{json.dumps(variants[n] or {})}`" for n in names if any(r["variant"] == n for r in results)]
+    if failed:
+        doc += ["", "Failed or stopped before the end: " + ", ".join(failed)]
+    path.write_text("\n".join(doc) + "\n")
 
 
 if __name__ == "__main__":
