@@ -8,12 +8,14 @@ valid split), then ``fakeface evaluate`` on the test split with bootstrap interv
 perturbations. Then the seeds' ensemble. docs/results.md gets every table - metrics, spread across seeds,
 robustness, calibration, ensemble - with training time, machine, versions and this command. Every number in
 the docs comes from here; nothing is typed by hand. A run folder that already holds a finished run is
-evaluated again, not retrained (delete it to retrain); an interrupted one is resumed.
+not retrained (delete it to retrain), and its evaluation is reused while the checkpoint, data and settings are
+the same; an interrupted run is resumed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -29,6 +31,7 @@ import yaml
 from fakeface import __version__
 from fakeface.card import fmt, md_table, with_ci
 from fakeface.evaluate import evaluate
+from fakeface.export import file_sha256
 from fakeface.train import load_config, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +59,22 @@ def train_seed(config: str, data: str, seed: int, run_dir: Path, overrides: dict
     train(cfg, resume=(run_dir / "last.pt").is_file())
     history = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["history"]
     return float(sum(r["seconds"] for r in history))
+
+
+def evaluate_once(checkpoints: list[Path], data: str, out: Path, n_boot: int, perturb: dict | None,
+                  command: str) -> dict:
+    """``evaluate``, or its saved metrics when the same checkpoints (by content) were already scored the same way:
+    rewriting the doc after an interrupted or parallel run re-scores nothing."""
+    key = {"checkpoints": [file_sha256(c) for c in checkpoints], "data": str(Path(data).resolve()),
+           "bootstrap": n_boot, "perturb": perturb}
+    stamp = out / "accuracy-benchmark.json"
+    if stamp.is_file() and (out / "metrics.json").is_file() and json.loads(stamp.read_text()) == key:
+        print(f"reusing {out / 'metrics.json'} (same checkpoints, data and settings)", flush=True)
+        return json.loads((out / "metrics.json").read_text())
+    m = evaluate(checkpoints if len(checkpoints) > 1 else checkpoints[0], data, out, n_boot=n_boot, perturb=perturb,
+                 command=command)
+    stamp.write_text(json.dumps(key))
+    return m
 
 
 def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | None, command: str) -> None:
@@ -155,16 +174,15 @@ def main():
         run_dir = Path(args.runs) / f"seed{seed}"
         t0 = time.perf_counter()
         seconds = train_seed(args.config, args.data, seed, run_dir, overrides)
-        m = evaluate(run_dir / "best.pt", args.data, run_dir / "eval-test", n_boot=args.bootstrap, perturb=PERTURB,
-                     command=command)
+        m = evaluate_once([run_dir / "best.pt"], args.data, run_dir / "eval-test", args.bootstrap, PERTURB, command)
         best_epoch = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["epoch"]
         seeds.append({"seed": seed, "m": m, "seconds": seconds, "best_epoch": best_epoch})
         print(f"seed {seed}: accuracy {with_ci(m, 'accuracy')}  ROC-AUC {with_ci(m, 'roc_auc')}  "
               f"(training {seconds / 60:.1f} min, {time.perf_counter() - t0:.0f} s in all)", flush=True)
     ensemble = None
     if len(seeds) > 1:
-        ensemble = evaluate([Path(args.runs) / f"seed{s}" / "best.pt" for s in args.seeds], args.data,
-                            Path(args.runs) / "eval-ensemble", n_boot=args.bootstrap, command=command)
+        ensemble = evaluate_once([Path(args.runs) / f"seed{s}" / "best.pt" for s in args.seeds], args.data,
+                                 Path(args.runs) / "eval-ensemble", args.bootstrap, None, command)
         print(f"ensemble: accuracy {with_ci(ensemble, 'accuracy')}  ROC-AUC {with_ci(ensemble, 'roc_auc')}")
     cfg = load_config(args.config, overrides).to_dict()
     cfg.pop("data"), cfg.pop("out"), cfg.pop("seed")

@@ -33,7 +33,15 @@ def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
     ens = json.loads((runs / "eval-ensemble" / "metrics.json").read_text())
     assert f"| ensemble | {ens['accuracy']:.4f} | {ens['roc_auc']:.4f}" in text
     assert "| jpeg | 50 |" in text and "| resize | 0.5 |" in text and "Command: `python benchmarks/accuracy.py" in text
-    # a second call reuses the finished runs (no retraining) and writes the same tables
+    # a second call reuses the finished runs (no retraining) and their evaluations, and writes the same tables
     before = (runs / "seed0" / "log.csv").read_text()
-    assert subprocess.run(cmd, capture_output=True, cwd=tmp_path).returncode == 0
-    assert (runs / "seed0" / "log.csv").read_text() == before
+    scored = {p: p.stat().st_mtime_ns for p in runs.rglob("metrics.json")}
+    assert len(scored) == 3
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("reusing") == 3, again.stdout
+    assert (runs / "seed0" / "log.csv").read_text() == before and doc.read_text() == text
+    assert {p: p.stat().st_mtime_ns for p in scored} == scored
+    # other settings score again
+    other = subprocess.run([*cmd[:-1], "60"], capture_output=True, text=True, cwd=tmp_path)
+    assert other.returncode == 0 and "reusing" not in other.stdout
+    assert all(p.stat().st_mtime_ns > t for p, t in scored.items())

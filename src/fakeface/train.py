@@ -356,7 +356,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     try:
         with distributed.process_group(resolve_device(cfg.device)) as device:
             _train(cfg, run_dir, state, device)
-        if cfg.calibrate and main:
+        # A finished run resumed again trains nothing: its best.pt keeps the calibration it has (refitting would
+        # rewrite the file with a temperature a rounding away from the last, and re-score the valid split).
+        finished = cfg.calibrate and state is not None and state["epoch"] >= cfg.epochs and \
+            load_checkpoint(run_dir / "best.pt").get("threshold_policy") == cfg.calibrate
+        if cfg.calibrate and main and not finished:
             from .calibrate import calibrate
 
             r = calibrate(run_dir / "best.pt", cfg.data, cfg.calibrate, workers=cfg.workers)
