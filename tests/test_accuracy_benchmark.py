@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from conftest import REPO
@@ -30,6 +31,9 @@ def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
         lo, hi = m["bootstrap"]["roc_auc"]
         assert f"| {seed} | {m['accuracy']:.4f} [" in text and f"{m['roc_auc']:.4f} [{lo:.3f}, {hi:.3f}]" in text
         assert m["calibration"]["policy"] == "balanced" and f"{m['threshold']:.4f} | balanced" in text
+        best = torch.load(runs / f"seed{seed}" / "best.pt", map_location="cpu", weights_only=True)
+        val_auc = {r["epoch"]: r["val_auc"] for r in best["history"]}[best["epoch"]]
+        assert f"| {best['epoch']} | {val_auc:.4f} |" in text  # the valid ROC-AUC that chose the epoch
     ens = json.loads((runs / "eval-ensemble" / "metrics.json").read_text())
     assert f"| ensemble | {ens['accuracy']:.4f} | {ens['roc_auc']:.4f}" in text
     assert "| jpeg | 50 |" in text and "| resize | 0.5 |" in text and "Command: `python benchmarks/accuracy.py" in text
