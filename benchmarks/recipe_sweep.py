@@ -155,12 +155,13 @@ def main() -> None:
     out = Path(args.out)
     queue = []
     for name in names:  # variant-major: the first variants get all their seeds
+        changed = variants[name] or {}
+        merged = merge(base, changed)
         for seed in args.seeds:
             run_dir = out / f"{name}-s{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
             spec = {"variant": name, "seed": seed, "base": args.base, "data": args.data, "command": command,
-                    "overrides": {k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-                                  for k, v in (variants[name] or {}).items()}}
+                    "overrides": {k: merged[k] for k in changed}}
             (run_dir / "spec.json").write_text(json.dumps(spec))
             queue.append(run_dir)
     start, running, failed = time.time(), {}, []
