@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -26,6 +27,7 @@ def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     text = doc.read_text()
+    wrong = []
     for seed in (0, 1):
         m = json.loads((runs / f"seed{seed}" / "eval-test" / "metrics.json").read_text())
         lo, hi = m["bootstrap"]["roc_auc"]
@@ -34,6 +36,18 @@ def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
         best = torch.load(runs / f"seed{seed}" / "best.pt", map_location="cpu", weights_only=True)
         val_auc = {r["epoch"]: r["val_auc"] for r in best["history"]}[best["epoch"]]
         assert f"| {best['epoch']} | {val_auc:.4f} |" in text  # the valid ROC-AUC that chose the epoch
+        # the error analysis, recomputed here by brute force over every threshold of the predictions
+        with open(runs / f"seed{seed}" / "eval-test" / "predictions.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        fake = [r["label"] == "fake" for r in rows]
+        p = [float(r["p_fake"]) for r in rows]
+        hindsight = max(sum((pi >= t) == yi for pi, yi in zip(p, fake)) / len(rows) for t in [*p, float("inf")])
+        n_err = sum(r["label"] != r["pred"] for r in rows)
+        assert f"| {seed} | {m['accuracy']:.4f} | {n_err} | {hindsight:.4f} |" in text
+        assert hindsight >= m["accuracy"]
+        wrong.append({r["path"] for r in rows if r["label"] != r["pred"]})
+    assert (f"every seed: {len(wrong[0] & wrong[1])}; for at least half of the seeds: {len(wrong[0] | wrong[1])}"
+            in text)
     ens = json.loads((runs / "eval-ensemble" / "metrics.json").read_text())
     assert f"| ensemble | {ens['accuracy']:.4f} | {ens['roc_auc']:.4f}" in text
     assert "| jpeg | 50 |" in text and "| resize | 0.5 |" in text and "Command: `python benchmarks/accuracy.py" in text
