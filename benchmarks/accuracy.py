@@ -15,7 +15,6 @@ the same; an interrupted run is resumed.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ from fakeface import __version__
 from fakeface.card import fmt, md_table, with_ci
 from fakeface.evaluate import evaluate
 from fakeface.export import file_sha256
+from fakeface.report import read_predictions
 from fakeface.train import load_config, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,10 +85,9 @@ def where_the_errors_are(eval_dirs: list[Path]) -> tuple[list[tuple[int, float]]
     how many images all, at least half, or any of the runs got wrong (stable hard images or seed noise)."""
     per_run, wrong = [], {}
     for d in eval_dirs:
-        with open(d / "predictions.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_predictions(d / "predictions.csv")
         y = np.array([r["label"] == "fake" for r in rows])
-        fpr, tpr, _ = roc_curve(y, [float(r["p_fake"]) for r in rows], drop_intermediate=False)
+        fpr, tpr, _ = roc_curve(y, [r["p_fake"] for r in rows], drop_intermediate=False)
         best = float(np.max(tpr * y.sum() + (1 - fpr) * (~y).sum()) / len(rows))
         errors = {r["path"] for r in rows if r["label"] != r["pred"]}
         per_run.append((len(errors), best))
