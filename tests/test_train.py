@@ -115,6 +115,49 @@ def test_resume_after_sigkill_mid_epoch(dataset, tmp_path):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
 
 
+def test_ema_is_what_validation_scores_and_checkpoints_hold(dataset, tmp_path):
+    from fakeface.data import discover
+    from fakeface.evaluate import score_samples
+    from fakeface.predict import Detector
+
+    run = train(TrainConfig(data=str(dataset), out=str(tmp_path / "ema"), ema_decay=0.5, **TINY))
+    best = load_checkpoint(run / "best.pt")
+    steps = 2 * 2  # 16 training images, batch 8, 2 epochs
+    assert best["ema_steps"] == steps // 2 * best["epoch"]
+    trained, averaged = best["train_state_dict"], best["state_dict"]
+    assert trained.keys() == averaged.keys()
+    assert not torch.equal(trained["logits.weight"], averaged["logits.weight"])  # the average, not the weights
+    # the epoch was chosen on the averaged weights: scoring best.pt's model reproduces the logged valid ROC-AUC
+    valid = discover(str(dataset)).splits["valid"]
+    auc = score_samples(Detector(run / "best.pt", device="cpu", precision="fp32"), valid, workers=0)["roc_auc"]
+    assert auc == pytest.approx(best["history"][best["epoch"] - 1]["val_auc"], abs=1e-6)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
+def test_resume_keeps_the_average_going(dataset, tmp_path, monkeypatch):
+    import fakeface.train as train_module
+
+    cfg = dict(data=str(dataset), ema_decay=0.5, **{**TINY, "epochs": 3})
+    straight = train(TrainConfig(out=str(tmp_path / "straight"), **cfg))
+
+    def stop_after_epoch_1(path, history, write=train_module.write_epoch_log):
+        write(path, history)
+        if len(history) == 1:
+            raise KeyboardInterrupt  # as a kill would, once epoch 1's checkpoints are written
+
+    monkeypatch.setattr(train_module, "write_epoch_log", stop_after_epoch_1)
+    run = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out=str(run), **cfg))
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    train(TrainConfig(out=str(run), **cfg), resume=True)
+    a, b = load_checkpoint(run / "last.pt"), load_checkpoint(straight / "last.pt")
+    assert a["ema_steps"] == b["ema_steps"] == 6
+    for key in ("state_dict", "train_state_dict"):
+        assert torch.allclose(a[key]["logits.weight"], b[key]["logits.weight"], atol=1e-5)
+
+
 def test_resume_without_a_run_is_a_clear_error(tmp_path):
     res = subprocess.run(_cli("--out", str(tmp_path / "nothing"), "--resume"), capture_output=True, text=True)
     assert res.returncode == 2

@@ -85,6 +85,7 @@ class TrainConfig:
     step_epochs: int = 5  # step schedule: multiply lr by step_gamma every step_epochs
     step_gamma: float = 0.1
     label_smoothing: float = 0.0
+    ema_decay: float | None = None  # average the weights over steps (e.g. 0.99); the average is validated and saved
     balance: bool = True  # weight the fake-class loss by n_real / n_fake
     image_size: int | None = None  # training crop; None: the model's default
     resize: int | str | None = None  # shorter side before cropping; "native" keeps resolution; None: = image size
@@ -115,6 +116,8 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError("label_smoothing must be in [0, 0.5)")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
         AugmentConfig.from_dict(self.augment)  # validates the keys now, not mid-run
 
     @classmethod
@@ -443,13 +446,14 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
         path = pretrained_weights(cfg.model)
         load_trunk_weights(model, cfg.model, path)
         log.info("loaded the published %s weights from %s", cfg.model, path)
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
+    if state is not None:  # with EMA, state_dict is the average and train_state_dict the weights being trained
+        model.load_state_dict(state.get("train_state_dict", state["state_dict"]))
     model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = prepare_model(model, cfg, device)
     optimizer = make_optimizer(model, cfg)
+    ema = make_ema(model, cfg, state)
     augment = AugmentConfig.from_dict(cfg.augment)
     train_ds = FaceDataset(train_s, preprocess, augment, seed=cfg.seed, max_pixels=cfg.max_pixels)
     valid_ds = FaceDataset(valid_s, preprocess, None, max_pixels=cfg.max_pixels)
@@ -497,8 +501,9 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
         train_loader.sampler.set_epoch(epoch)  # order
         t0 = time.perf_counter()
         tr = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, scaler, device, precision, cfg,
-                             epoch, preprocess)
-        va = validate(model, valid_loader, criterion, device, precision, cfg, preprocess)
+                             epoch, preprocess, ema)
+        va = validate(model if ema is None else ema.module, valid_loader, criterion, device, precision, cfg,
+                      preprocess)
         for ds, fails in ((train_ds, tr.pop("failed")), (valid_ds, va.pop("failed"))):
             for idx, reason in fails:
                 path = ds.samples[idx].path
@@ -519,8 +524,10 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
         else:
             stale += 1
         if main:
+            averaged = {} if ema is None else {"train_state_dict": unwrap_model(model).state_dict(),
+                                               "ema_steps": int(ema.n_averaged)}
             ckpt = make_checkpoint(
-                model, cfg.model, cfg.model_kwargs, preprocess,
+                model if ema is None else ema.module, cfg.model, cfg.model_kwargs, preprocess, **averaged,
                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
                 epoch=epoch, history=history, best_epoch=best["epoch"], monitor=monitor, skipped=skipped,
                 train_config=cfg.to_dict(), data=str(index.root), classes=list(CLASS_NAMES), world_size=world,
@@ -541,6 +548,23 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
     return run_dir
 
 
+def make_ema(model: nn.Module, cfg: TrainConfig, state: dict | None):
+    """With ``cfg.ema_decay``: an exponential moving average of the model's weights and BatchNorm statistics
+    (``torch.optim.swa_utils.AveragedModel``), updated after every optimiser step, restored from ``state`` on
+    resume. It is what validation scores and what checkpoints store as the model. None without ``ema_decay``."""
+    if cfg.ema_decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    if state is not None:
+        if "train_state_dict" not in state:
+            raise ValueError("this run was trained without ema_decay: resume it without, or start a new run")
+        ema.module.load_state_dict(state["state_dict"])
+        ema.n_averaged.fill_(state["ema_steps"])
+    return ema
+
+
 def _best_so_far(history: list[dict], monitor: str) -> dict | None:
     rows = [r for r in history if r.get(monitor) is not None]
     return MONITORS[monitor](rows, key=lambda r: r[monitor]) if rows else None
@@ -558,7 +582,7 @@ def _repair_best(run_dir: Path, state: dict) -> None:
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, precision, cfg, epoch,
-                    preprocess) -> dict:
+                    preprocess, ema=None) -> dict:
     model.train()
     normalize = Normalize(preprocess).to(device)
     progress = Progress(len(loader.sampler), f"epoch {epoch}/{cfg.epochs}", cfg.log_every, distributed.is_main())
@@ -587,6 +611,8 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(unwrap_model(model))
             total_loss += loss.item() * n
             correct += ((logits.detach() >= 0).float() == y).sum().item()
             seen += n
