@@ -454,6 +454,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
     model = prepare_model(model, cfg, device)
     optimizer = make_optimizer(model, cfg)
     ema = make_ema(model, cfg, state)
+    kept = model if ema is None else ema.module  # what validation scores and checkpoints hold
     augment = AugmentConfig.from_dict(cfg.augment)
     train_ds = FaceDataset(train_s, preprocess, augment, seed=cfg.seed, max_pixels=cfg.max_pixels)
     valid_ds = FaceDataset(valid_s, preprocess, None, max_pixels=cfg.max_pixels)
@@ -502,8 +503,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
         t0 = time.perf_counter()
         tr = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, scaler, device, precision, cfg,
                              epoch, preprocess, ema)
-        va = validate(model if ema is None else ema.module, valid_loader, criterion, device, precision, cfg,
-                      preprocess)
+        va = validate(kept, valid_loader, criterion, device, precision, cfg, preprocess)
         for ds, fails in ((train_ds, tr.pop("failed")), (valid_ds, va.pop("failed"))):
             for idx, reason in fails:
                 path = ds.samples[idx].path
@@ -527,7 +527,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
             averaged = {} if ema is None else {"train_state_dict": unwrap_model(model).state_dict(),
                                                "ema_steps": int(ema.n_averaged)}
             ckpt = make_checkpoint(
-                model if ema is None else ema.module, cfg.model, cfg.model_kwargs, preprocess, **averaged,
+                kept, cfg.model, cfg.model_kwargs, preprocess, **averaged,
                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
                 epoch=epoch, history=history, best_epoch=best["epoch"], monitor=monitor, skipped=skipped,
                 train_config=cfg.to_dict(), data=str(index.root), classes=list(CLASS_NAMES), world_size=world,
