@@ -40,7 +40,8 @@ def number(text: str) -> float:
 @pytest.mark.slow
 def test_tables_hold_consistent_ratios(sample_root, tmp_path):
     res = subprocess.run([sys.executable, str(BENCH), "--models", "efficientnet_lite0", "--sizes", "48",
-                          "--reps", "1", "--rounds", "2", "--images", "40", "--data", str(sample_root)],
+                          "--reps", "1", "--rounds", "2", "--e2e-rounds", "3", "--images", "40",
+                          "--data", str(sample_root)],
                          capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     out = res.stdout
@@ -53,6 +54,7 @@ def test_tables_hold_consistent_ratios(sample_root, tmp_path):
         # GFLOP/img is printed to 0.01: the product is exact to ips x 0.005
         assert number(gflops) == pytest.approx(number(ips) * number(gflop), abs=number(ips) * 0.005 + 0.1)
         assert number(of_peak) / 100 == pytest.approx(number(gflops) / number(peak), abs=0.002)
+    assert "best of 3 interleaved rounds" in out.split("end to end:")[1]
     e2e = [line.split() for line in out.split("end to end:")[1].splitlines() if line.startswith("efficientnet_lite0")]
     assert [row[-9] for row in e2e] == ["1", "0"]  # a decoding thread, then decoding between batches
     for row in e2e:

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from . import CLASS_NAMES, FAKE, REAL
 from .augment import AugmentConfig, train_view
-from .images import DEFAULT_MAX_PIXELS, ImageLoadError, is_image_file, load_image
+from .images import DEFAULT_MAX_PIXELS, ImageLoadError, is_image_file, load_image, load_pixels
 from .preprocess import Preprocess, to_uint8_tensor
 
 SPLITS = ("train", "valid", "test")
@@ -314,6 +314,9 @@ class FaceDataset(Dataset):
         sample = self.samples[index]
         item = {"index": index, "label": sample.label, "image": None, "error": None}
         try:
+            if self.augment is None and self.transform is None:  # the plain view needs no Pillow image
+                item["image"] = self.preprocess.eval_tensor(load_pixels(sample.path, self.max_pixels, self.min_side))
+                return item
             img = load_image(sample.path, self.max_pixels, self.min_side)
             if self.transform is not None:
                 img = self.transform(img, index)

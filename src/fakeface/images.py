@@ -3,6 +3,11 @@
 Whatever comes in - a path, bytes or a file object - either becomes an RGB ``PIL.Image`` with its EXIF
 orientation applied, or raises :class:`ImageLoadError` with a one-line reason. Nothing here changes Pillow's
 global settings (no ``LOAD_TRUNCATED_IMAGES``, no ``MAX_IMAGE_PIXELS``): limits are checked per call.
+
+Plain JPEGs (YCbCr or grayscale, upright, decoded at full scale) are decoded by libjpeg-turbo through
+simplejpeg: the same library and settings as Pillow's decoder, so the same pixels, in about half the time
+(0.38 vs 0.59 ms for a 256 px face here: Pillow's image object and mode conversion cost as much as the
+decoding). Anything simplejpeg reports as damaged, however slightly, goes to Pillow, which decides.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import simplejpeg
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 # What we look for when walking folders. Anything else in a folder of images is reported, not guessed at.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -46,9 +52,28 @@ def load_image(
     DCT scaling, ``Image.draft``), never below ``min_side``: a 1024 px photo needed for a 160 px view took 4.4
     instead of 14 ms with 0.4 grey levels of mean difference after the resize. Other images are decoded whole.
     """
+    img = _decode(source, max_pixels, min_side)
+    return img if isinstance(img, Image.Image) else Image.fromarray(img)
+
+
+def load_pixels(
+    source: str | os.PathLike | bytes | BinaryIO, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
+) -> np.ndarray:
+    """:func:`load_image`'s pixels as an (H, W, 3) uint8 array (read-only where it comes from Pillow), with its
+    checks and errors. A plain JPEG never becomes a Pillow image: moving its pixels into one and out again cost
+    0.15 ms, a third of decoding a 256 px face."""
+    img = _decode(source, max_pixels, min_side)
+    return np.asarray(img) if isinstance(img, Image.Image) else img
+
+
+def _decode(source, max_pixels: int | None, min_side: int | None) -> Image.Image | np.ndarray:
+    """What :func:`load_image` says, as an RGB Pillow image or, for a plain JPEG, simplejpeg's array."""
+    data = None
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageLoadError("empty file (0 bytes)")
+        data = source
         fp: str | os.PathLike | BinaryIO = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         try:
@@ -70,6 +95,11 @@ def load_image(
                     f"image too large: {width}x{height} = {width * height:,} pixels "
                     f"(limit {max_pixels:,})"
                 )
+            if img.format == "JPEG" and (min_side is None or min(width, height) < 2 * min_side):
+                fast = _decode_plain_jpeg(img, fp if data is None else data)
+                if fast is not None:
+                    img.close()
+                    return fast
             if min_side is not None and img.format == "JPEG":
                 img.draft(img.mode, (min_side, min_side))  # a no-op unless both sides are >= 2 * min_side
             img.load()
@@ -83,6 +113,23 @@ def load_image(
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(f"corrupt or truncated image: {e}") from e
     return to_rgb(img)
+
+
+def _decode_plain_jpeg(img: Image.Image, source) -> np.ndarray | None:
+    """``img`` (opened, not loaded) decoded by simplejpeg, or ``None`` where Pillow must decode it: a CMYK or
+    rotated JPEG, a file object, or data that libjpeg-turbo reports as damaged in any way (``strict``)."""
+    if img.mode not in ("RGB", "L") or img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        return None
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            source = f.read()
+    elif not isinstance(source, (bytes, bytearray, memoryview)):
+        return None
+    try:
+        pixels = simplejpeg.decode_jpeg(source, colorspace="RGB", fastdct=False, fastupsample=False, strict=True)
+    except ValueError:
+        return None
+    return pixels
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

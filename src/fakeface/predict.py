@@ -200,10 +200,11 @@ def decoded_batches(ds: FaceDataset, batch_size: int, workers: int, ahead: int |
     being decoded beyond the one the caller holds, so memory stays flat however many files there are.
     ``workers=0`` decodes each batch in the caller's thread when it is asked for.
 
-    Threads, not processes: Pillow releases the GIL while it decodes and resizes, ONNX Runtime and PyTorch while
-    they compute, so nothing waits on the GIL, and batches need no pickling or shared memory to reach the model.
-    Decoding uses no torch operator (see :func:`~fakeface.data.collate`): one would start its own OpenMP team
-    in the decoding thread, beside the model's.
+    Threads, not processes: libjpeg-turbo (simplejpeg, Pillow) releases the GIL while it decodes, PyTorch while it
+    resizes and computes, ONNX Runtime while it computes, so nothing waits on the GIL, and batches need no pickling
+    or shared memory to reach the model. Decoding uses no parallel torch operator (see
+    :func:`~fakeface.data.collate`): one would start its own OpenMP team in the decoding thread, beside the
+    model's; the resize (:func:`~fakeface.preprocess.resize_pixels`) runs inline for one image.
     """
     starts = iter(range(0, len(ds), batch_size))
 
