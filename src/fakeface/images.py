@@ -5,9 +5,9 @@ orientation applied, or raises :class:`ImageLoadError` with a one-line reason. N
 global settings (no ``LOAD_TRUNCATED_IMAGES``, no ``MAX_IMAGE_PIXELS``): limits are checked per call.
 
 Plain JPEGs (YCbCr or grayscale, upright, decoded at full scale) are decoded by libjpeg-turbo through
-simplejpeg: the same library and settings as Pillow's decoder, so the same pixels, in about half the time
-(0.38 vs 0.59 ms for a 256 px face here: Pillow's image object and mode conversion cost as much as the
-decoding). Anything simplejpeg reports as damaged, however slightly, goes to Pillow, which decides.
+simplejpeg: the same library and settings as Pillow's decoder, so the same pixels, without Pillow's image
+object (``python benchmarks/decode.py``: 0.29 vs 0.38 ms for a 256 px face, with :func:`load_pixels`).
+Anything simplejpeg reports as damaged, however slightly, goes to Pillow, which decides.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def load_pixels(
     min_side: int | None = None,
 ) -> np.ndarray:
     """:func:`load_image`'s pixels as an (H, W, 3) uint8 array (read-only where it comes from Pillow), with its
-    checks and errors. A plain JPEG never becomes a Pillow image: moving its pixels into one and out again cost
-    0.15 ms, a third of decoding a 256 px face."""
+    checks and errors. A plain JPEG never becomes a Pillow image: moving its pixels into one and out again is
+    two copies that :func:`load_image` pays and the evaluation view does not need."""
     img = _decode(source, max_pixels, min_side)
     return np.asarray(img) if isinstance(img, Image.Image) else img
 

@@ -127,14 +127,15 @@ class Preprocess:
 def resize_pixels(pixels: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
     """(H, W, 3) uint8 -> (h, w, 3) uint8 for ``size`` = (w, h), anti-aliased like Pillow's ``Image.resize``.
 
-    Bilinear and bicubic use PyTorch's uint8 kernels, which match Pillow's filters (within one grey level, in
-    under 1 % of pixels) at a third of the time (0.2 vs 0.6 ms from 256 to 160 px here): preprocessing runs
-    beside the model on the same cores, so its time is the model's. It runs inline in the calling thread (no
-    OpenMP team for one image) and releases the GIL. Nearest and Lanczos use Pillow.
+    Bilinear and bicubic use PyTorch's uint8 kernels, which match Pillow's filters (within one grey level, two
+    for bicubic, in under 1 % of pixels) at a third of the time (``python benchmarks/decode.py``: 0.18 vs 0.60 ms
+    from 256 to 160 px): preprocessing runs beside the model on the same cores, so its time is the model's. It
+    runs inline in the calling thread (no OpenMP team for one image) and releases the GIL. Nearest and Lanczos
+    use Pillow.
     """
     if interpolation not in ("bilinear", "bicubic"):
         return np.asarray(Image.fromarray(pixels).resize(size, _RESAMPLE[interpolation]))
-    if not pixels.flags.writeable:  # Pillow's arrays are read-only; torch warns on those (20 us to copy)
+    if not pixels.flags.writeable:  # Pillow's arrays are read-only, and torch warns on those
         pixels = pixels.copy()
     x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # a channels-last view
     out = F.interpolate(x, size=(size[1], size[0]), mode=interpolation, antialias=True, align_corners=False)
