@@ -95,13 +95,14 @@ def _decode(source, max_pixels: int | None, min_side: int | None) -> Image.Image
                     f"image too large: {width}x{height} = {width * height:,} pixels "
                     f"(limit {max_pixels:,})"
                 )
-            if img.format == "JPEG" and (min_side is None or min(width, height) < 2 * min_side):
-                fast = _decode_plain_jpeg(img, fp if data is None else data)
-                if fast is not None:
-                    img.close()
-                    return fast
-            if min_side is not None and img.format == "JPEG":
-                img.draft(img.mode, (min_side, min_side))  # a no-op unless both sides are >= 2 * min_side
+            if img.format == "JPEG":
+                if min_side is not None:
+                    img.draft(img.mode, (min_side, min_side))  # a no-op unless both sides are >= 2 * min_side
+                if img.size == (width, height):  # decoded at full scale: simplejpeg can do it
+                    fast = _decode_plain_jpeg(img, fp if data is None else data)
+                    if fast is not None:
+                        img.close()
+                        return fast
             img.load()
             img = ImageOps.exif_transpose(img)
     except ImageLoadError:
