@@ -12,6 +12,7 @@ import random
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
 from .preprocess import Preprocess, center_crop
@@ -35,6 +36,16 @@ class AugmentConfig:
     noise_std: tuple[float, float] = (0.0, 0.03)
     color_p: float = 0.0  # brightness/contrast/saturation jitter of +-color_strength
     color_strength: float = 0.2
+    # Batch mixing (applied by the training loop to whole batches): with probability mix_p a batch is blended
+    # with a shuffled copy of itself - MixUp (mixup_alpha > 0) or CutMix (cutmix_alpha > 0), one of them at
+    # random when both are on - and its labels mixed in proportion (Beta(alpha, alpha) weights).
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_p: float = 1.0
+
+    def __post_init__(self):
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0 or not 0 <= self.mix_p <= 1:
+            raise ValueError("mixup_alpha and cutmix_alpha must be >= 0 (0: off) and mix_p in [0, 1]")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> AugmentConfig:
@@ -83,6 +94,31 @@ def train_view(img: Image.Image, pre: Preprocess, aug: AugmentConfig, rng: rando
 
 
 # -- corruptions, shared by training augmentation and robustness evaluation -----------------------------------
+def mix_batch(x: torch.Tensor, y: torch.Tensor, aug: AugmentConfig, rng: np.random.Generator):
+    """MixUp or CutMix of a batch ``x`` (B, C, H, W) and its labels ``y`` (B,) with a shuffled copy of itself.
+
+    Returns the mixed images and soft labels (the share of each image's pixels or weight that came from a fake);
+    the batch unchanged when mixing is off or not drawn.
+    """
+    modes = [(name, a) for name, a in (("mixup", aug.mixup_alpha), ("cutmix", aug.cutmix_alpha)) if a > 0]
+    if not modes or rng.random() >= aug.mix_p:
+        return x, y
+    mode, alpha = modes[rng.integers(len(modes))]
+    lam = float(rng.beta(alpha, alpha))
+    perm = torch.from_numpy(rng.permutation(len(x))).to(x.device)
+    if mode == "mixup":
+        x = lam * x + (1 - lam) * x[perm]
+    else:  # a box of about (1 - lam) of the area comes from the other image; lam is then its exact share
+        h, w = x.shape[-2:]
+        bh, bw = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
+        cy, cx = rng.integers(h), rng.integers(w)
+        y0, y1, x0, x1 = max(cy - bh // 2, 0), min(cy + bh // 2, h), max(cx - bw // 2, 0), min(cx + bw // 2, w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    return x, lam * y + (1 - lam) * y[perm]
+
+
 def jpeg(img: Image.Image, quality: int) -> Image.Image:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=int(quality))

@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from . import CLASS_NAMES, distributed
-from .augment import AugmentConfig
+from .augment import AugmentConfig, mix_batch
 from .checkpoint import load_checkpoint, make_checkpoint, save_atomic, unwrap_model
 from .data import (
     DataError,
@@ -587,9 +587,10 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
     normalize = Normalize(preprocess).to(device)
     progress = Progress(len(loader.sampler), f"epoch {epoch}/{cfg.epochs}", cfg.log_every, distributed.is_main())
     total_loss, correct, seen, failed = 0.0, 0, 0, []
+    aug = AugmentConfig.from_dict(cfg.augment)
     t0 = time.perf_counter()
     try:
-        for batch in loader:
+        for step, batch in enumerate(loader):
             failed += batch["failures"]
             n = len(batch["index"])
             # BatchNorm cannot train on one image, and broken files can shrink a batch below two. Under DDP every
@@ -599,9 +600,11 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
                 progress.update(n + len(batch["failures"]), "")
                 continue
             x = normalize(batch["image"].to(device, non_blocking=True))
+            y = batch["label"].to(device, non_blocking=True)
+            # seeded by (seed, epoch, step, rank): a resumed epoch mixes its batches as the first attempt did
+            x, y = mix_batch(x, y, aug, np.random.default_rng((cfg.seed, epoch, step, distributed.rank())))
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = batch["label"].to(device, non_blocking=True)
             target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
             with autocast(device, precision):
                 logits = model(x).squeeze(1)
@@ -614,7 +617,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
             if ema is not None:
                 ema.update_parameters(unwrap_model(model))
             total_loss += loss.item() * n
-            correct += ((logits.detach() >= 0).float() == y).sum().item()
+            correct += ((logits.detach() >= 0).float() == (y >= 0.5).float()).sum().item()  # mixed: the larger share
             seen += n
             rate = seen / (time.perf_counter() - t0)
             progress.update(n + len(batch["failures"]), f"loss {total_loss / seen:.4f} {rate:.1f} img/s")
