@@ -3,6 +3,7 @@
 Every augmentation has a probability in :class:`AugmentConfig` (0 turns it off), so a YAML config can say
 exactly what a run did. Each draws from the ``random.Random`` it is given: with a per-sample seed, a sample's
 augmentation is the same whatever the number of loader workers, and a resumed run repeats the same epochs.
+Batch mixing (MixUp / CutMix) works on whole batches in the training loop, seeded per step alike.
 """
 
 from __future__ import annotations
@@ -93,7 +94,6 @@ def train_view(img: Image.Image, pre: Preprocess, aug: AugmentConfig, rng: rando
     return img
 
 
-# -- corruptions, shared by training augmentation and robustness evaluation -----------------------------------
 def mix_batch(x: torch.Tensor, y: torch.Tensor, aug: AugmentConfig, rng: np.random.Generator):
     """MixUp or CutMix of a batch ``x`` (B, C, H, W) and its labels ``y`` (B,) with a shuffled copy of itself.
 
@@ -114,11 +114,12 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, aug: AugmentConfig, rng: np.rand
         cy, cx = rng.integers(h), rng.integers(w)
         y0, y1, x0, x1 = max(cy - bh // 2, 0), min(cy + bh // 2, h), max(cx - bw // 2, 0), min(cx + bw // 2, w)
         x = x.clone()
-        x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        x[..., y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
         lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
     return x, lam * y + (1 - lam) * y[perm]
 
 
+# -- corruptions, shared by training augmentation and robustness evaluation -----------------------------------
 def jpeg(img: Image.Image, quality: int) -> Image.Image:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=int(quality))
