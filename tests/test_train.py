@@ -35,7 +35,8 @@ def dataset(tmp_path_factory):
 
 
 def test_tiny_run_writes_checkpoints_logs_and_config(dataset, tmp_path):
-    run = train(TrainConfig(data=str(dataset), out=str(tmp_path / "run"), resize=96, **TINY))
+    run = train(TrainConfig(data=str(dataset), out=str(tmp_path / "run"), resize=104, interpolation="bicubic",
+                            **TINY))
     assert {"last.pt", "best.pt", "log.csv", "config.yaml", "train.log"} <= {p.name for p in run.iterdir()}
     rows = read_log(run)
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -50,7 +51,7 @@ def test_tiny_run_writes_checkpoints_logs_and_config(dataset, tmp_path):
 
     # The preprocessing the run trained with travels in the checkpoint and comes back unchanged.
     model, pre = model_from_checkpoint(best)
-    assert pre.input_size == 80 and pre.resize == 96 and pre.mean == (127.5,) * 3
+    assert (pre.input_size, pre.resize, pre.interpolation, pre.mean) == (80, 104, "bicubic", (127.5,) * 3)
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["resolved"]["preprocess"] == pre.to_dict() == best["preprocess"]
     assert torch.equal(model.state_dict()["logits.weight"], best["state_dict"]["logits.weight"])
@@ -73,6 +74,9 @@ def test_config_file_then_flags(tmp_path):
         load_config(path, {})
     path.write_text("augment: {jpg_p: 1}\n")
     with pytest.raises(ValueError, match="jpg_p"):
+        load_config(path, {})
+    path.write_text("interpolation: cubic\n")  # a typo in the resampling filter fails when read, not mid-run
+    with pytest.raises(ValueError, match="interpolation must be one of"):
         load_config(path, {})
 
 

@@ -90,6 +90,7 @@ class TrainConfig:
     image_size: int | None = None  # training crop; None: the model's default
     resize: int | str | None = None  # shorter side before cropping; "native" keeps resolution; None: = image size
     eval_size: int | None = None  # evaluation centre crop; None: = image size
+    interpolation: str | None = None  # resampling filter (bilinear | bicubic | nearest | lanczos); None: the model's
     augment: dict = field(default_factory=dict)  # AugmentConfig fields
     workers: int | None = None  # loader processes; None: one per spare core
     seed: int = 0
@@ -119,6 +120,8 @@ class TrainConfig:
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
         AugmentConfig.from_dict(self.augment)  # validates the keys now, not mid-run
+        if self.interpolation is not None:
+            Preprocess(interpolation=self.interpolation)  # likewise: an unknown filter fails here
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -155,7 +158,8 @@ def resolve_preprocess(cfg: TrainConfig) -> Preprocess:
     else:
         resize = size if cfg.image_size else pre.resize
     return Preprocess.from_dict({**pre.to_dict(), "input_size": size, "resize": resize,
-                                 "eval_size": cfg.eval_size or pre.eval_size})
+                                 "eval_size": cfg.eval_size or pre.eval_size,
+                                 "interpolation": cfg.interpolation or pre.interpolation})
 
 
 # -- optimisation ---------------------------------------------------------------------------------------------
