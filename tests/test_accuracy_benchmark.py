@@ -20,7 +20,7 @@ def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
     data, _ = tiny_run
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 8, "image_size": 80, "precision": "fp32",
-                                      "workers": 0, "calibrate": "balanced"}))
+                                      "workers": 0, "calibrate": "balanced", "tta": "flip"}))
     doc, runs = tmp_path / "results.md", tmp_path / "runs"
     cmd = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), "--config", str(config), "--data", str(data),
            "--seeds", "0", "1", "--runs", str(runs), "--doc", str(doc), "--bootstrap", "50"]
@@ -32,8 +32,9 @@ def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
         m = json.loads((runs / f"seed{seed}" / "eval-test" / "metrics.json").read_text())
         lo, hi = m["bootstrap"]["roc_auc"]
         assert f"| {seed} | {m['accuracy']:.4f} [" in text and f"{m['roc_auc']:.4f} [{lo:.3f}, {hi:.3f}]" in text
-        assert m["calibration"]["policy"] == "balanced" and f"{m['threshold']:.4f} | balanced" in text
         best = torch.load(runs / f"seed{seed}" / "best.pt", map_location="cpu", weights_only=True)
+        assert m["calibration"]["policy"] == "balanced" and best["tta"] == "flip"
+        assert f"{m['threshold']:.4f} | balanced | flip | {best['calibration']['roc_auc']:.4f} |" in text
         val_auc = {r["epoch"]: r["val_auc"] for r in best["history"]}[best["epoch"]]
         assert f"| {best['epoch']} | {val_auc:.4f} |" in text  # the valid ROC-AUC that chose the epoch
         # the error analysis, recomputed here by brute force over every threshold of the predictions

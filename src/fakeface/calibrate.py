@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from sklearn.metrics import log_loss, roc_curve
+from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
 from .checkpoint import load_checkpoint, save_atomic
 from .data import DataError, discover, read_split_csv
@@ -90,10 +90,13 @@ def validation_samples(ckpt: dict, data: str | os.PathLike | None):
 
 def calibrate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None, policy: str = "balanced",
               out: str | os.PathLike | None = None, batch_size: int = 64, workers: int | None = None,
-              device: str = "auto", precision: str = "auto") -> dict:
-    """Fit T and the threshold on the validation split; write them into ``out`` (default: in place)."""
+              device: str = "auto", precision: str = "auto", tta: str | None = None) -> dict:
+    """Fit T and the threshold on the validation split; write them into ``out`` (default: in place).
+
+    ``tta`` (``flip`` or ``none``) changes the checkpoint's test-time augmentation first, so that T and the
+    threshold are fitted on the scores it will give (``None`` keeps the checkpoint's)."""
     parse_policy(policy)
-    detector = Detector(checkpoint, device=device, precision=precision)
+    detector = Detector(checkpoint, device=device, precision=precision, tta=tta)
     samples = validation_samples(detector.checkpoint, data)
     rows = list(predict_paths(detector, [s.path for s in samples], batch_size, workers,
                               labels=[s.label for s in samples]))
@@ -108,8 +111,10 @@ def calibrate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = No
 
     state = load_checkpoint(checkpoint)
     src = Path(state.pop("path"))
-    state.update(temperature=temperature, threshold=threshold, threshold_policy=policy)
-    result = {"temperature": temperature, "threshold": threshold, "policy": policy, "n_valid": len(scored),
+    state.update(temperature=temperature, threshold=threshold, threshold_policy=policy,
+                 tta=detector.checkpoint.get("tta"))
+    result = {"temperature": temperature, "threshold": threshold, "policy": policy, "tta": state["tta"],
+              "n_valid": len(scored), "roc_auc": float(roc_auc_score(y, logits)) if len(set(y)) == 2 else None,
               "ece_before": expected_calibration_error(y, p_raw), "ece_after": expected_calibration_error(y, p_cal),
               "log_loss_before": float(log_loss(y, p_raw, labels=[0, 1])),
               "log_loss_after": float(log_loss(y, p_cal, labels=[0, 1]))}

@@ -140,6 +140,8 @@ def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                   f"evaluation, resize {pre.get('resize') or 'none (native resolution)'}"],
         ["normalisation", f"(x - {pre['mean']}) / {pre['std']} on 0-255 pixels"],
         ["output", "P(fake) = sigmoid(logit / T); fake is the positive class"],
+        ["test-time augmentation", "flip: the logit is the mean of the image's and its mirror's" if ckpt.get("tta")
+         == "flip" else "none"],
         ["trained", f"{len(history)} epochs; best epoch {ckpt.get('best_epoch')} by {ckpt.get('monitor')}"
                     + (f" (val ROC-AUC {fmt(best.get('val_auc'))}, val accuracy {fmt(best.get('val_acc'))})"
                        if best else "")],

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .models import create_model
+from .models import create_model, with_tta
 from .preprocess import Preprocess
 
 FORMAT = "fakeface-checkpoint"
@@ -99,8 +99,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def model_from_checkpoint(ckpt: dict) -> tuple[nn.Module, Preprocess]:
-    """Rebuild the model (eval mode, on CPU) and its preprocessing from a loaded checkpoint."""
+    """Rebuild the model (eval mode, on CPU) and its preprocessing from a loaded checkpoint; with the checkpoint's
+    test-time augmentation (``"tta": "flip"``, set by ``fakeface calibrate --tta``) it scores through it."""
     model = create_model(ckpt["model"]["name"], **ckpt["model"]["kwargs"])
     model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    return model, Preprocess.from_dict(ckpt["preprocess"])
+    return with_tta(model, ckpt.get("tta")).eval(), Preprocess.from_dict(ckpt["preprocess"])

@@ -85,6 +85,8 @@ def train(
     limit_valid: Annotated[int | None, typer.Option(help="Validate on a seeded subset of this many images.")] = None,
     calibrate: Annotated[str | None, typer.Option(
         help="After training, calibrate best.pt with this threshold policy (balanced, fpr=0.01, a number).")] = None,
+    tta: Annotated[str | None, typer.Option(
+        help="After training, make best.pt score each image with its mirror (flip), before calibrating.")] = None,
 ):
     """Train a detector; writes last.pt, best.pt, log.csv and config.yaml into --out.
 
@@ -105,7 +107,7 @@ def train(
                      weight_decay=weight_decay, image_size=image_size, resize=resize, workers=workers, seed=seed,
                      device=device, precision=precision, compile=compile_model, sync_bn=sync_bn,
                      patience=patience, monitor=monitor,
-                     limit_train=limit_train, limit_valid=limit_valid, calibrate=calibrate)
+                     limit_train=limit_train, limit_valid=limit_valid, calibrate=calibrate, tta=tta)
     try:
         cfg = load_config(config, overrides)
         run_dir = run_training(cfg, resume=resume)
@@ -338,6 +340,9 @@ def calibrate(
     data: Annotated[str | None, typer.Option(help="Dataset with a valid split (default: the run's split.csv).")] = None,
     policy: Annotated[str, typer.Option(help="Threshold policy: balanced (EER), fpr=0.01, or a number.")] = "balanced",
     out: Annotated[Path | None, typer.Option(help="Write the calibrated checkpoint here instead.")] = None,
+    tta: Annotated[str | None, typer.Option(
+        help="Test-time augmentation from now on: flip (the mean of each image's and its mirror's logits, twice "
+             "the compute) or none. Default: as the checkpoint has it.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     workers: Annotated[int | None, typer.Option(help="Decoding threads (default: one per core but one).")] = None,
 ):
@@ -345,12 +350,12 @@ def calibrate(
     from .calibrate import calibrate as run_calibration
 
     try:
-        r = run_calibration(checkpoint, data, policy, out, batch_size=batch_size, workers=workers)
+        r = run_calibration(checkpoint, data, policy, out, batch_size=batch_size, workers=workers, tta=tta)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
-    typer.echo(f"temperature {r['temperature']:.3f}, threshold {r['threshold']:.4f} ({r['policy']}) on "
-               f"{r['n_valid']} validation images; ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f}; "
-               f"written to {r['checkpoint']}")
+    typer.echo(f"temperature {r['temperature']:.3f}, threshold {r['threshold']:.4f} ({r['policy']}, test-time "
+               f"augmentation {r['tta'] or 'none'}) on {r['n_valid']} validation images; ECE {r['ece_before']:.4f}"
+               f" -> {r['ece_after']:.4f}; written to {r['checkpoint']}")
 
 
 @app.command()

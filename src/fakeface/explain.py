@@ -3,7 +3,9 @@
 Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization" (2017):
 the feature maps A_k of the last convolutional block (``model.feature_layer()``: Inception-ResNet-V1's
 ``block8``) are weighted by the spatial mean of d(logit)/d(A_k), summed, and rectified. A positive region
-pushes the score towards "fake". Written here with forward/backward hooks (grad-cam needs torchvision).
+pushes the score towards "fake". Written here with forward/backward hooks (grad-cam needs torchvision). A
+detector with flip test-time augmentation scores an image and its mirror: their maps are averaged, the
+mirror's flipped back.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .preprocess import Normalize
 
 
 def grad_cam(model: torch.nn.Module, preprocess, img: Image.Image) -> tuple[np.ndarray, float]:
-    """(H, W) heatmap in [0, 1] over the model's evaluation view of ``img``, and the logit."""
+    """(h, w) heatmap in [0, 1] over the model's evaluation view of ``img``, and the logit."""
     layer = model.feature_layer()
     saved: dict[str, torch.Tensor] = {}
 
@@ -40,8 +42,11 @@ def grad_cam(model: torch.nn.Module, preprocess, img: Image.Image) -> tuple[np.n
         act, grad = saved["activation"], saved["activation"].grad  # (1, C, h, w)
     finally:
         handle.remove()
-    weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
-    cam = torch.relu((weights * act).sum(dim=1))[0].detach()  # (h, w)
+    weights = grad.mean(dim=(2, 3), keepdim=True)  # (n, C, 1, 1); n = 2 with flip TTA (the image and its mirror)
+    cam = torch.relu((weights * act).sum(dim=1)).detach()  # (n, h, w)
+    if hasattr(model, "fold_maps"):
+        cam = model.fold_maps(cam)  # the mirror's map flipped back and averaged with the image's
+    cam = cam[0]
     cam = cam / cam.max() if cam.max() > 0 else cam
     return cam.numpy(), float(logit.detach())
 

@@ -78,6 +78,7 @@ def _metadata(ckpt: dict, precision: str, **extra) -> dict[str, str]:
         "threshold": float(ckpt.get("threshold", 0.5)),
         "threshold_policy": ckpt.get("threshold_policy", "default"),
         "temperature": float(ckpt.get("temperature", 1.0)),
+        "tta": ckpt.get("tta"),  # informative: the graph itself averages the image and its mirror
         "epoch": ckpt.get("epoch"),
         "calibration": ckpt.get("calibration"),
         "source_checkpoint": Path(ckpt["path"]).name if "path" in ckpt else None,

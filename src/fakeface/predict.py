@@ -24,6 +24,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import UNLABELLED, FaceDataset, Sample, collate, default_workers
 from .images import DEFAULT_MAX_PIXELS
 from .inference import Scorer
+from .models import parse_tta
 from .runtime import resolve_device, resolve_precision
 
 
@@ -64,7 +65,8 @@ class BaseDetector:
         return {"checkpoint": self.checkpoint["path"], "model": self.name, "input size": pre.crop_size,
                 "resize": pre.resize or "native", "normalisation": f"mean {pre.mean}, std {pre.std}",
                 "threshold": self.threshold, "threshold policy": self.checkpoint.get("threshold_policy"),
-                "temperature": self.temperature, "trained epochs": self.checkpoint.get("epoch"),
+                "temperature": self.temperature, "test-time augmentation": self.checkpoint.get("tta") or "none",
+                "trained epochs": self.checkpoint.get("epoch"),
                 "device": str(self.scorer.device), "precision": self.scorer.precision, "runtime": self.runtime}
 
 
@@ -72,8 +74,10 @@ class Detector(BaseDetector):
     """A checkpoint ready to score: ``Detector("runs/x/best.pt").predict([img])`` -> P(fake) per image."""
 
     def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", precision: str = "auto",
-                 channels_last: bool = True):
+                 channels_last: bool = True, tta: str | None = None):
         self.checkpoint = load_checkpoint(checkpoint)
+        if tta is not None:  # instead of the checkpoint's own test-time augmentation ("none" turns it off)
+            self.checkpoint["tta"] = parse_tta(tta)
         model, self.preprocess = model_from_checkpoint(self.checkpoint)
         dev = resolve_device(device)
         self.name = self.checkpoint["model"]["name"]

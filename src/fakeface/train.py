@@ -50,7 +50,7 @@ from .data import (
 )
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .inference import Scorer, Scores
-from .models import create_model, default_preprocess, get_entry, load_trunk_weights, pretrained_weights
+from .models import create_model, default_preprocess, get_entry, load_trunk_weights, parse_tta, pretrained_weights
 from .preprocess import Normalize, Preprocess
 from .runtime import autocast, grad_scaler, resolve_device, resolve_precision
 
@@ -107,6 +107,8 @@ class TrainConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     log_every: int = 20  # batches between plain progress lines when output is not a terminal
     calibrate: str | None = None  # threshold policy applied to best.pt after training (see fakeface.calibrate)
+    tta: str | None = None  # test-time augmentation (flip) set in best.pt after training, before calibrating;
+    #                         the best epoch is still chosen without it
 
     def __post_init__(self):
         if self.monitor not in MONITORS:
@@ -120,6 +122,7 @@ class TrainConfig:
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
         AugmentConfig.from_dict(self.augment)  # validates the keys now, not mid-run
+        self.tta = parse_tta(self.tta)
         if self.interpolation is not None:
             Preprocess(interpolation=self.interpolation)  # likewise: an unknown filter fails here
 
@@ -351,6 +354,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         saved.epochs, saved.patience = cfg.epochs, cfg.patience if cfg.patience is not None else saved.patience
         saved.workers, saved.log_every, saved.compile = cfg.workers, cfg.log_every, cfg.compile  # speed only
         saved.calibrate = cfg.calibrate or saved.calibrate  # applied to best.pt after training, not part of it
+        saved.tta = cfg.tta or saved.tta  # likewise
         cfg = saved
     elif last_path.exists():
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
@@ -363,16 +367,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     try:
         with distributed.process_group(resolve_device(cfg.device)) as device:
             _train(cfg, run_dir, state, device)
-        # A finished run resumed again trains nothing: its best.pt keeps the calibration it has (refitting would
-        # rewrite the file with a temperature a rounding away from the last, and re-score the valid split).
-        finished = cfg.calibrate and state is not None and state["epoch"] >= cfg.epochs and \
-            load_checkpoint(run_dir / "best.pt").get("threshold_policy") == cfg.calibrate
-        if cfg.calibrate and main and not finished:
+        best_path = run_dir / "best.pt"
+        if main and cfg.calibrate and not _post_training_done(cfg, state, best_path):
             from .calibrate import calibrate
 
-            r = calibrate(run_dir / "best.pt", cfg.data, cfg.calibrate, workers=cfg.workers)
-            log.info("calibrated best.pt on the validation split: temperature %.3f, threshold %.4f (%s)",
-                     r["temperature"], r["threshold"], r["policy"])
+            r = calibrate(best_path, cfg.data, cfg.calibrate, workers=cfg.workers, tta=cfg.tta or "none")
+            log.info("calibrated best.pt on the validation split: temperature %.3f, threshold %.4f (%s), "
+                     "test-time augmentation %s", r["temperature"], r["threshold"], r["policy"], r["tta"] or "none")
+        elif main and cfg.tta and not _post_training_done(cfg, state, best_path):
+            best = load_checkpoint(best_path)
+            best.pop("path")
+            save_atomic({**best, "tta": cfg.tta}, best_path)
+            log.info("best.pt scores with %s test-time augmentation", cfg.tta)
         if cfg.init:
             from .evaluate import fine_tune_report
 
@@ -385,6 +391,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
+
+
+def _post_training_done(cfg: TrainConfig, state: dict | None, best_path: Path) -> bool:
+    """A finished run resumed again trains nothing: its best.pt keeps the calibration it has when the policy and
+    test-time augmentation asked for are the ones it holds (refitting would rewrite the file with a temperature a
+    rounding away from the last, and re-score the valid split)."""
+    if state is None or state["epoch"] < cfg.epochs:
+        return False
+    best = load_checkpoint(best_path)
+    return best.get("tta") == cfg.tta and (cfg.calibrate is None or best.get("threshold_policy") == cfg.calibrate)
 
 
 def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.device) -> Path:

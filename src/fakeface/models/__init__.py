@@ -63,6 +63,50 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return entry.builder(**{**entry.default_kwargs, **kwargs})
 
 
+class FlipTTA(nn.Module):
+    """Flip test-time augmentation: the mean of the logits of each image and of its mirror image.
+
+    Both views go through ``model`` as one batch of 2B, so batch-norm statistics, exports and hooks see one
+    forward pass. ``fold_maps`` brings per-view spatial maps (Grad-CAM) back to the original orientation.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model  # not ``module``: unwrap_model strips DistributedDataParallel's ``.module``
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]  # not len(x): an ONNX export must keep the batch size a variable
+        out = self.model(torch.cat([x, x.flip(3)]))
+        return (out[:b] + out[b:]) / 2
+
+    def feature_layer(self) -> nn.Module:
+        return self.model.feature_layer()
+
+    @staticmethod
+    def fold_maps(maps: torch.Tensor) -> torch.Tensor:
+        """(2B, h, w) maps of [images; mirrors] -> (B, h, w): each image's map and its mirror's, flipped back,
+        averaged."""
+        image, mirror = maps.unflatten(0, (2, -1))
+        return (image + mirror.flip(-1)) / 2
+
+
+TTA_MODES = ("flip",)
+
+
+def parse_tta(tta: str | None) -> str | None:
+    """A test-time augmentation setting: ``"flip"``, or ``None`` for none (``"none"`` is accepted)."""
+    if tta is None or tta == "none":
+        return None
+    if tta not in TTA_MODES:
+        raise ValueError(f"test-time augmentation must be one of {', '.join(TTA_MODES)} or none, got {tta!r}")
+    return tta
+
+
+def with_tta(model: nn.Module, tta: str | None) -> nn.Module:
+    """``model`` scoring with test-time augmentation ``tta`` (``None``: as it is)."""
+    return FlipTTA(model) if parse_tta(tta) == "flip" else model
+
+
 def default_preprocess(name: str) -> Preprocess:
     return get_entry(name).preprocess
 
