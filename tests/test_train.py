@@ -196,14 +196,17 @@ def test_broken_files_are_skipped_counted_and_named(dataset, tmp_path):
 
 
 def test_fine_tune_keeps_model_and_preprocessing(dataset, tmp_path):
-    base = train(TrainConfig(data=str(dataset), out=str(tmp_path / "base"), resize=96, **{**TINY, "epochs": 1}))
+    base = train(TrainConfig(data=str(dataset), out=str(tmp_path / "base"), resize=96, tta="flip",
+                             **{**TINY, "epochs": 1}))
     base_ckpt = load_checkpoint(base / "best.pt")
+    assert base_ckpt["tta"] == "flip"
     # a different image size on the command line must not change the fine-tuned detector's preprocessing
     tuned = train(TrainConfig(data=str(dataset), out=str(tmp_path / "tuned"), init=str(base / "best.pt"),
                               **{**TINY, "epochs": 1, "image_size": 96}))
     ckpt = load_checkpoint(tuned / "last.pt")
     assert ckpt["preprocess"] == base_ckpt["preprocess"]
     assert ckpt["model"] == base_ckpt["model"]
+    assert load_checkpoint(tuned / "best.pt")["tta"] == "flip"  # and so does its test-time augmentation
     assert "fine-tuning" in (tuned / "train.log").read_text()
     # it started from the base weights: one short epoch at a small lr keeps them close, unlike a fresh init
     w0, w1 = base_ckpt["state_dict"]["conv2d_1a.conv.weight"], ckpt["state_dict"]["conv2d_1a.conv.weight"]

@@ -450,8 +450,10 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
         if cfg.init_weights or cfg.pretrained:
             raise ValueError("--init (a fakeface checkpoint) excludes --init-weights and --pretrained")
         base = load_checkpoint(cfg.init)
-        # Fine-tuning keeps the detector's architecture and its preprocessing, whatever the flags say.
+        # Fine-tuning keeps the detector's architecture and its preprocessing, whatever the flags say, and its
+        # test-time augmentation unless the config names one.
         cfg.model, cfg.model_kwargs = base["model"]["name"], dict(base["model"]["kwargs"])
+        cfg.tta = cfg.tta or base.get("tta")
         preprocess = Preprocess.from_dict(base["preprocess"])
     else:
         preprocess = resolve_preprocess(cfg)
