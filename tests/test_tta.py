@@ -44,7 +44,7 @@ def test_flip_tta_averages_the_image_and_its_mirror():
 
 @pytest.fixture(scope="module")
 def checkpoint(sample_root, tmp_path_factory):
-    """EfficientNet-Lite0's ImageNet trunk with a logistic-regression head fitted on 200 training faces at 128 px:
+    """EfficientNet-Lite0's ImageNet trunk with a logistic-regression head fitted on 120 training faces at 128 px:
     weak but real scores, so that temperatures and thresholds mean something. A plain checkpoint."""
     from sklearn.linear_model import LogisticRegression
 
@@ -53,11 +53,11 @@ def checkpoint(sample_root, tmp_path_factory):
     model = create_model("efficientnet_lite0").eval()
     load_trunk_weights(model, "efficientnet_lite0", pretrained_weights("efficientnet_lite0"))
     root = sample_root / "real_vs_fake" / "real-vs-fake" / "train"
-    faces = sorted((root / "real").glob("*.jpg"))[:100] + sorted((root / "fake").glob("*.jpg"))[:100]
+    faces = sorted((root / "real").glob("*.jpg"))[:60] + sorted((root / "fake").glob("*.jpg"))[:60]
     with torch.no_grad():
         x = Normalize(PRE)(torch.stack([PRE.eval_tensor(load_image(p)) for p in faces]))
         features = model.avgpool(model.forward_features(x)).flatten(1).numpy()
-    head = LogisticRegression(C=0.05, max_iter=2000).fit(features, [0] * 100 + [1] * 100)
+    head = LogisticRegression(C=0.05, max_iter=2000).fit(features, [0] * 60 + [1] * 60)
     model._fc.weight.data = torch.tensor(head.coef_, dtype=torch.float32)
     model._fc.bias.data = torch.tensor(head.intercept_, dtype=torch.float32)
     path = tmp_path_factory.mktemp("ckpt") / "plain.pt"
@@ -140,8 +140,9 @@ def test_grad_cam_of_a_flip_detector_is_mirror_symmetric(checkpoint, flipped, sa
         assert same == symmetric, ckpt
 
 
-def test_cli_sets_and_refuses_tta(checkpoint, sample_root, tmp_path):
-    cli = [sys.executable, "-m", "fakeface", "calibrate", "--checkpoint", str(checkpoint), "--data", str(sample_root),
+def test_cli_sets_and_refuses_tta(checkpoint, tmp_path):
+    data = make_folder_dataset(tmp_path / "ds", per_class=4, splits=("valid",))
+    cli = [sys.executable, "-m", "fakeface", "calibrate", "--checkpoint", str(checkpoint), "--data", str(data),
            "--workers", "0"]
     ok = subprocess.run([*cli, "--tta", "flip", "--out", str(tmp_path / "c.pt")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
