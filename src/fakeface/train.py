@@ -368,17 +368,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         with distributed.process_group(resolve_device(cfg.device)) as device:
             _train(cfg, run_dir, state, device)
         best_path = run_dir / "best.pt"
-        if main and cfg.calibrate and not _post_training_done(cfg, state, best_path):
-            from .calibrate import calibrate
+        if main and (cfg.calibrate or cfg.tta) and not _post_training_done(cfg, state, best_path):
+            if cfg.calibrate:
+                from .calibrate import calibrate
 
-            r = calibrate(best_path, cfg.data, cfg.calibrate, workers=cfg.workers, tta=cfg.tta or "none")
-            log.info("calibrated best.pt on the validation split: temperature %.3f, threshold %.4f (%s), "
-                     "test-time augmentation %s", r["temperature"], r["threshold"], r["policy"], r["tta"] or "none")
-        elif main and cfg.tta and not _post_training_done(cfg, state, best_path):
-            best = load_checkpoint(best_path)
-            best.pop("path")
-            save_atomic({**best, "tta": cfg.tta}, best_path)
-            log.info("best.pt scores with %s test-time augmentation", cfg.tta)
+                r = calibrate(best_path, cfg.data, cfg.calibrate, workers=cfg.workers, tta=cfg.tta or "none")
+                log.info("calibrated best.pt on the validation split: temperature %.3f, threshold %.4f (%s), "
+                         "test-time augmentation %s", r["temperature"], r["threshold"], r["policy"],
+                         r["tta"] or "none")
+            else:
+                best = {k: v for k, v in load_checkpoint(best_path).items() if k != "path"}
+                save_atomic({**best, "tta": cfg.tta}, best_path)
+                log.info("best.pt scores with %s test-time augmentation", cfg.tta)
         if cfg.init:
             from .evaluate import fine_tune_report
 
