@@ -33,7 +33,7 @@ def published_file(name: str = "efficientnet_lite0"):
         pytest.skip(str(e))
 
 
-@pytest.mark.parametrize("name, trunk_params", zip(LITES, [3_371_008, 4_135_680, 4_811_072]))
+@pytest.mark.parametrize("name, trunk_params", list(zip(LITES, [3_371_008, 4_135_680, 4_811_072])))
 def test_layout_matches_the_published_file(name, trunk_params):
     theirs = torch.load(published_file(name), map_location="cpu", weights_only=True)
     ours = create_model(name).state_dict()
