@@ -5,8 +5,10 @@
                                    [--ort-spinning] [--data ../shared/data/faces140k-sample]
 
 For each registry model (untrained weights: speed only) and input size, one batch of real faces (the sample's
-test split; seeded random pixels without it) through each backend, beside this machine's fp32 matmul peak
-(torch.matmul of square fp32 matrices, 2048 and 4096, all threads, best of 3 each):
+test split; seeded random pixels without it) through each backend, beside this machine's fp32 matmul peak: the
+faster of two libraries' square fp32 matmuls, 2048 and 4096, all threads, best of 3 each - torch.matmul (MKL)
+and ONNX Runtime's MatMul (MLAS). One library alone can misjudge the machine: on an AMD EPYC (Zen 5, AVX-512)
+MKL's sgemm reached 216 GFLOP/s and MLAS's 494, so a peak from MKL alone put ONNX Runtime at 208 % of it.
 
 * PyTorch eager fp32, contiguous memory format;
 * PyTorch fp32 channels_last, and bf16 autocast channels_last where ``cpu_has_fast_bf16()`` (AMX/AVX512-BF16);
@@ -56,17 +58,49 @@ from fakeface.runtime import cpu_has_fast_bf16
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces140k-sample"
 
 
-def matmul_peak(sizes=(2048, 4096), reps: int = 3) -> tuple[float, int]:
-    """(best GFLOP/s, at which n) of n x n fp32 matmuls on all of torch's threads."""
-    best = (0.0, 0)
+def torch_matmul_peak(sizes=(2048, 4096), reps: int = 3) -> float:
+    """Best GFLOP/s of n x n fp32 ``torch.matmul`` on all of torch's threads."""
+    best = 0.0
     for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
         torch.matmul(a, b)  # warm-up: thread pool and kernel selection
         for _ in range(reps):
             t0 = time.perf_counter()
             torch.matmul(a, b)
-            best = max(best, (2 * n**3 / (time.perf_counter() - t0) / 1e9, n))
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return best
+
+
+def ort_matmul_peak(sizes=(2048, 4096), reps: int = 3) -> float:
+    """Best GFLOP/s of n x n fp32 ``MatMul`` in ONNX Runtime with as many intra-op threads as torch has."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    best = 0.0
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        b = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "b")
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "matmul",
+                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [b])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        session = ort.InferenceSession(model.SerializeToString(), opts,
+                                       providers=["CPUExecutionProvider"])
+        a = {"a": rng.standard_normal((n, n), dtype=np.float32)}
+        session.run(None, a)  # warm-up
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            session.run(None, a)
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def matmul_peak() -> tuple[float, float, float]:
+    """(peak, torch's, ONNX Runtime's) fp32 matmul GFLOP/s: the machine's peak is the faster library's."""
+    torch_peak, ort_peak = torch_matmul_peak(), ort_matmul_peak()
+    return max(torch_peak, ort_peak), torch_peak, ort_peak
 
 
 def gflop_per_image(model: torch.nn.Module, size: int) -> float:
@@ -194,8 +228,8 @@ def measure(name: str, size: int, args, tmp: Path, paths: list[str], calib: list
             continue
         measures[backend] = partial(images_per_second, dets[backend].scorer, faces, args.reps)
     best = best_rounds(measures, args.rounds)
-    peak = best.pop("peak")[0]
-    rows = [(name, size, backend, ips, cpu_ms, gflop, peak) for backend, (ips, cpu_ms) in best.items()]
+    peaks = best.pop("peak")
+    rows = [(name, size, backend, ips, cpu_ms, gflop, peaks) for backend, (ips, cpu_ms) in best.items()]
 
     # the fastest backend fakeface runs (ONNX Runtime's spinning threads only steal decoding's cores), model-only
     # and end to end in turns
@@ -249,12 +283,13 @@ def main():
                 end_to_end_rows += e2e_rows
                 print(f"measured {name} at {size} px", flush=True)
 
-    print(f"\nfp32 matmul peak: GFLOP/s of the same rounds as the model's backends (best of {args.rounds})")
+    print(f"\nfp32 matmul peak: GFLOP/s of the same rounds as the model's backends (best of {args.rounds}), the "
+          "faster of torch.matmul and ONNX Runtime's MatMul (both in the last two columns)")
     print(f"{'model':<20} {'size':>4} {'backend':<34} {'img/s':>7} {'CPU ms/img':>10} {'GFLOP/img':>9} "
-          f"{'GFLOP/s':>8} {'peak':>6} {'of peak':>7}")
-    for name, size, backend, ips, cpu_ms, gflop, peak in rows:
+          f"{'GFLOP/s':>8} {'peak':>6} {'of peak':>7} {'torch':>6} {'ort':>6}")
+    for name, size, backend, ips, cpu_ms, gflop, (peak, torch_peak, ort_peak) in rows:
         print(f"{name:<20} {size:>4} {backend:<34} {ips:7.1f} {cpu_ms:10.2f} {gflop:9.2f} "
-              f"{ips * gflop:8.1f} {peak:6.1f} {ips * gflop / peak:7.1%}")
+              f"{ips * gflop:8.1f} {peak:6.1f} {ips * gflop / peak:7.1%} {torch_peak:6.1f} {ort_peak:6.1f}")
 
     print(f"\nend to end: predict_paths on a folder of {len(paths)} JPEGs, batch {args.batch}, the fastest backend "
           f"(threads: decoding threads, 0 = between batches); decode + preprocess: one thread, ms per image; "
