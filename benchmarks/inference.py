@@ -8,7 +8,7 @@ For each registry model (untrained weights: speed only) and input size, one batc
 test split; seeded random pixels without it) through each backend, beside this machine's fp32 matmul peak: the
 faster of two libraries' square fp32 matmuls, 2048 and 4096, all threads, best of 3 each - torch.matmul (MKL)
 and ONNX Runtime's MatMul (MLAS). One library alone can misjudge the machine: on an AMD EPYC (Zen 5, AVX-512)
-MKL's sgemm reached 216 GFLOP/s and MLAS's 494, so a peak from MKL alone put ONNX Runtime at 208 % of it.
+MKL's sgemm reached 218 GFLOP/s and MLAS's 493, so a peak from MKL alone put ONNX Runtime fp32 at 209 % of it.
 
 * PyTorch eager fp32, contiguous memory format;
 * PyTorch fp32 channels_last, and bf16 autocast channels_last where ``cpu_has_fast_bf16()`` (AMX/AVX512-BF16);
@@ -86,8 +86,7 @@ def ort_matmul_peak(sizes=(2048, 4096), reps: int = 3) -> float:
                                   [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [b])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        session = ort.InferenceSession(model.SerializeToString(), opts,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         a = {"a": rng.standard_normal((n, n), dtype=np.float32)}
         session.run(None, a)  # warm-up
         for _ in range(reps):
