@@ -58,17 +58,21 @@ from fakeface.runtime import cpu_has_fast_bf16
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces140k-sample"
 
 
+def best_gflops(run, n: int, reps: int) -> float:
+    """Best GFLOP/s of ``reps`` calls of ``run()``, one n x n x n matmul each, after one warm-up call (thread pool,
+    kernel selection)."""
+    run()
+    best = 0.0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run()
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def torch_matmul_peak(sizes=(2048, 4096), reps: int = 3) -> float:
     """Best GFLOP/s of n x n fp32 ``torch.matmul`` on all of torch's threads."""
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        torch.matmul(a, b)  # warm-up: thread pool and kernel selection
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            torch.matmul(a, b)
-            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
+    return max(best_gflops(partial(torch.matmul, torch.randn(n, n), torch.randn(n, n)), n, reps) for n in sizes)
 
 
 def ort_matmul_peak(sizes=(2048, 4096), reps: int = 3) -> float:
@@ -88,11 +92,7 @@ def ort_matmul_peak(sizes=(2048, 4096), reps: int = 3) -> float:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         a = {"a": rng.standard_normal((n, n), dtype=np.float32)}
-        session.run(None, a)  # warm-up
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            session.run(None, a)
-            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+        best = max(best, best_gflops(partial(session.run, None, a), n, reps))
     return best
 
 
