@@ -31,6 +31,7 @@ from sklearn.metrics import roc_curve
 
 from fakeface import __version__
 from fakeface.card import fmt, md_table, with_ci
+from fakeface.checkpoint import checkpoint_file, expand_checkpoints
 from fakeface.evaluate import evaluate
 from fakeface.export import file_sha256
 from fakeface.report import read_predictions
@@ -56,25 +57,31 @@ def git_commit() -> str:
 
 
 def train_seed(config: str, data: str, seed: int, run_dir: Path, overrides: dict) -> float:
-    """Train one seed, or resume it (a finished run trains no further); returns its training seconds."""
+    """Train one seed, or resume it (a finished run trains no further); returns its training seconds (an
+    ensemble's: all its members')."""
     cfg = load_config(config, {"data": data, "out": str(run_dir), "seed": seed, **overrides})
-    train(cfg, resume=(run_dir / "last.pt").is_file())
-    history = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["history"]
-    return float(sum(r["seconds"] for r in history))
+    train(cfg, resume=(run_dir / "last.pt").is_file() or any(run_dir.glob("member*/last.pt")))
+    seconds = 0.0
+    for model_dir in expand_checkpoints([run_dir]):
+        history = torch.load(model_dir / "last.pt", map_location="cpu", weights_only=True)["history"]
+        seconds += sum(r["seconds"] for r in history)
+    return seconds
 
 
 def evaluate_once(checkpoints: list[Path], data: str, out: Path, n_boot: int, perturb: dict | None,
-                  command: str) -> dict:
+                  command: str, split: str = "test") -> dict:
     """``evaluate``, or its saved metrics when the same checkpoints (by content) were already scored the same way:
-    rewriting the doc after an interrupted or parallel run re-scores nothing."""
+    rewriting the doc after an interrupted or parallel run re-scores nothing. Run folders stand for their
+    best.pt, ensemble run folders for their members'."""
+    checkpoints = [checkpoint_file(c) for c in expand_checkpoints(checkpoints)]
     key = {"checkpoints": [file_sha256(c) for c in checkpoints], "data": str(Path(data).resolve()),
-           "bootstrap": n_boot, "perturb": perturb}
+           "bootstrap": n_boot, "perturb": perturb, **({"split": split} if split != "test" else {})}
     stamp = out / "accuracy-benchmark.json"
     if stamp.is_file() and (out / "metrics.json").is_file() and json.loads(stamp.read_text()) == key:
         print(f"reusing {out / 'metrics.json'} (same checkpoints, data and settings)", flush=True)
         return json.loads((out / "metrics.json").read_text())
-    m = evaluate(checkpoints if len(checkpoints) > 1 else checkpoints[0], data, out, n_boot=n_boot, perturb=perturb,
-                 command=command)
+    m = evaluate(checkpoints if len(checkpoints) > 1 else checkpoints[0], data, out, split=split, n_boot=n_boot,
+                 perturb=perturb, command=command)
     stamp.write_text(json.dumps(key))
     return m
 
@@ -100,9 +107,16 @@ def where_the_errors_are(eval_dirs: list[Path]) -> tuple[list[tuple[int, float]]
 
 def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | None, command: str) -> None:
     keys = ("accuracy", "roc_auc", "average_precision", "eer", "tpr_at_fpr_1", "ece")
+    def each(s: dict, get) -> str:  # one value per model of the seed's detector
+        return " / ".join(str(get(b)) for b in s["models"])
+
+    def val_auc(b: dict) -> str:
+        return fmt(next(r["val_auc"] for r in b["history"] if r["epoch"] == b["epoch"]))
+
     per_seed = [[s["seed"], with_ci(s["m"], "accuracy"), with_ci(s["m"], "roc_auc"), fmt(s["m"]["eer"]),
-                 fmt(s["m"]["tpr_at_fpr_1"]), fmt(s["m"]["tpr_at_fpr_5"]), fmt(s["m"]["ece"]), s["best_epoch"],
-                 fmt(s["val_auc"]), f"{s['seconds'] / 60:.1f}"] for s in seeds]
+                 fmt(s["m"]["tpr_at_fpr_1"]), fmt(s["m"]["tpr_at_fpr_5"]), fmt(s["m"]["ece"]),
+                 each(s, lambda b: b["epoch"]), each(s, val_auc), fmt(s["valid_auc"]), f"{s['seconds'] / 60:.1f}"]
+                for s in seeds]
     spread = []
     for key in keys:
         values = [s["m"][key] for s in seeds if s["m"][key] is not None]
@@ -116,10 +130,21 @@ def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | N
         accs = [s["m"]["robustness"][i]["accuracy"] for s in seeds]
         robustness.append([row["perturbation"], f"{row['level']:g}", fmt(float(np.mean(accs))),
                            fmt(float(np.mean(aucs))), f"{np.mean(changes):+.4f}", f"{min(changes):+.4f}"])
-    calibration = [[s["seed"], fmt(s["m"]["calibration"]["temperature"], 3), fmt(s["m"]["threshold"]),
-                    s["m"]["calibration"]["policy"], s["tta"] or "none", fmt(s["valid_auc_calibrated"]),
-                    fmt(s["m"]["calibration"]["ece_uncalibrated"]), fmt(s["m"]["calibration"]["ece_calibrated"])]
-                   for s in seeds]
+    calibration = []
+    for s in seeds:
+        single = len(s["models"]) == 1
+        for k, b in enumerate(s["models"]):
+            c = b.get("calibration") or {}
+            calibration.append([s["seed"] if single else f"{s['seed']}, member {k}", fmt(b["temperature"], 3),
+                                fmt(b["threshold"]), b.get("threshold_policy", "default"), b.get("tta") or "none",
+                                fmt(c.get("roc_auc")), fmt(s["m"]["calibration"]["ece_uncalibrated"]) if single else
+                                "-", fmt(s["m"]["calibration"]["ece_calibrated"]) if single else "-"])
+    members = len(seeds[0]["models"])
+    ensemble_note = "" if members == 1 else f"""
+Each seed's detector is an ensemble of {members} models (`members: {members}`; model k of seed s trained with seed
+s x {members} + k): P(fake) is the mean of their calibrated probabilities, judged at the mean of their thresholds.
+Columns with one value per model list them in member order.
+"""
     per_run, wrong = where_the_errors_are([s["eval_dir"] for s in seeds])
     errors = [[s["seed"], fmt(s["m"]["accuracy"]), n_err, fmt(best)] for s, (n_err, best) in zip(seeds, per_run)]
     n = seeds[0]["m"]["n"]
@@ -129,15 +154,16 @@ Written by `benchmarks/accuracy.py`; every number below was printed by it, none 
 Recipe: `{args.config}` (trained on the sample's train split, best epoch and decision threshold chosen on its
 valid split, scored here on its test split of {n} images). Intervals are bootstrap 95 % intervals
 ({args.bootstrap} resamples of the test split).
-
+{ensemble_note}
 ## Test split, per seed
 
-Valid ROC-AUC is the best epoch's on the valid split (what chose it). Training minutes are wall-clock sums of
-the epochs: on a shared machine they include time lost to other processes, so the fastest seed is the closest
-to this machine alone.
+Valid ROC-AUC, best epoch: the best epoch's on the valid split (what chose it); detector: the whole detector's
+as it predicts (calibrated, with its test-time augmentation). Training minutes are wall-clock sums of the
+epochs: on a shared machine they include time lost to other processes, so the fastest seed is the closest to
+this machine alone.
 
 {md_table(["seed", "accuracy", "ROC-AUC", "EER", "TPR @ 1 % FPR", "TPR @ 5 % FPR", "ECE", "best epoch",
-        "valid ROC-AUC", "training min"], per_seed)}
+        "valid ROC-AUC, best epoch", "valid ROC-AUC, detector", "training min"], per_seed)}
 
 ## Spread across {len(seeds)} seeds
 
@@ -151,8 +177,8 @@ Change = ROC-AUC under the perturbation minus the clean ROC-AUC (worst seed in t
 
 ## Calibration (temperature and threshold fitted on the valid split)
 
-Valid ROC-AUC as calibrated: of the scores the threshold was fitted on, with the test-time augmentation the
-detector uses (the per-seed table's valid ROC-AUC is the best epoch's, without it).
+Per model. Valid ROC-AUC as calibrated: of the scores the threshold was fitted on, with the test-time
+augmentation the model uses (the per-seed table's best-epoch valid ROC-AUC is without it).
 
 {md_table(["seed", "temperature", "threshold", "policy", "test-time augmentation", "valid ROC-AUC as calibrated",
            "test ECE before", "test ECE after"], calibration)}
@@ -173,7 +199,7 @@ Test images wrong for every seed: {wrong["all"]}; for at least half of the seeds
                 for name, r in ensemble["ensemble"]["rows"].items()]
         beats = ensemble["ensemble"]["beats_best_member"]
         text += f"""
-## Ensemble of the seeds (mean of calibrated probabilities)
+## Ensemble of every seed's models (mean of calibrated probabilities)
 
 {md_table(["model", "accuracy", "ROC-AUC", "EER", "ECE"], rows)}
 
@@ -214,17 +240,21 @@ def main():
         run_dir = Path(args.runs) / f"seed{seed}"
         t0 = time.perf_counter()
         seconds = train_seed(args.config, args.data, seed, run_dir, overrides)
-        m = evaluate_once([run_dir / "best.pt"], args.data, run_dir / "eval-test", args.bootstrap, PERTURB, command)
-        best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-        val_auc = next(r["val_auc"] for r in best["history"] if r["epoch"] == best["epoch"])
-        seeds.append({"seed": seed, "m": m, "seconds": seconds, "best_epoch": best["epoch"], "val_auc": val_auc,
-                      "tta": best.get("tta"), "valid_auc_calibrated": (best.get("calibration") or {}).get("roc_auc"),
+        m = evaluate_once([run_dir], args.data, run_dir / "eval-test", args.bootstrap, PERTURB, command)
+        models = [torch.load(checkpoint_file(d), map_location="cpu", weights_only=True)
+                  for d in expand_checkpoints([run_dir])]
+        if len(models) > 1:  # the ensemble as it predicts, on the split its members were selected on
+            valid = evaluate_once([run_dir], args.data, run_dir / "eval-valid", 0, None, command, split="valid")
+            valid_auc = valid["roc_auc"]
+        else:
+            valid_auc = (models[0].get("calibration") or {}).get("roc_auc")
+        seeds.append({"seed": seed, "m": m, "seconds": seconds, "models": models, "valid_auc": valid_auc,
                       "eval_dir": run_dir / "eval-test"})
         print(f"seed {seed}: accuracy {with_ci(m, 'accuracy')}  ROC-AUC {with_ci(m, 'roc_auc')}  "
               f"(training {seconds / 60:.1f} min, {time.perf_counter() - t0:.0f} s in all)", flush=True)
     ensemble = None
     if len(seeds) > 1:
-        ensemble = evaluate_once([Path(args.runs) / f"seed{s}" / "best.pt" for s in args.seeds], args.data,
+        ensemble = evaluate_once([Path(args.runs) / f"seed{s}" for s in args.seeds], args.data,
                                  Path(args.runs) / "eval-ensemble", args.bootstrap, None, command)
         print(f"ensemble: accuracy {with_ci(ensemble, 'accuracy')}  ROC-AUC {with_ci(ensemble, 'roc_auc')}")
     cfg = load_config(args.config, overrides).to_dict()

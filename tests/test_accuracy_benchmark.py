@@ -64,3 +64,31 @@ def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
     other = subprocess.run([*cmd[:-1], "60"], capture_output=True, text=True, cwd=tmp_path)
     assert other.returncode == 0 and "reusing" not in other.stdout
     assert all(p.stat().st_mtime_ns > t for p, t in scored.items())
+
+
+def test_an_ensemble_recipe_is_measured_as_one_detector_per_seed(tiny_run, tmp_path):
+    """members: 2 - each seed's detector is two models; the doc scores the pair and lists each model beside it."""
+    data, _ = tiny_run
+    config = tmp_path / "pair.yaml"
+    config.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 8, "model": "efficientnet_lite0", "image_size": 64,
+                                      "precision": "fp32", "workers": 0, "calibrate": "balanced", "members": 2}))
+    doc, runs = tmp_path / "results.md", tmp_path / "runs"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), "--config", str(config), "--data", str(data),
+           "--seeds", "1", "--runs", str(runs), "--doc", str(doc), "--bootstrap", "20"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = doc.read_text()
+    run = runs / "seed1"
+    models = [torch.load(run / f"member{k}" / "best.pt", map_location="cpu", weights_only=True) for k in (0, 1)]
+    assert [b["train_config"]["seed"] for b in models] == [2, 3]
+    m = json.loads((run / "eval-test" / "metrics.json").read_text())
+    assert len(m["ensemble"]["rows"]) == 3  # the pair was scored as one detector, members beside it
+    assert m["threshold"] == pytest.approx((models[0]["threshold"] + models[1]["threshold"]) / 2)
+    valid = json.loads((run / "eval-valid" / "metrics.json").read_text())
+    assert valid["images"]["split"] == "valid"
+    minutes = sum(r["seconds"] for b in models for r in b["history"]) / 60
+    assert f"| {valid['roc_auc']:.4f} | {minutes:.1f} |" in text  # the detector's valid ROC-AUC, both trainings
+    assert f"| 1 | {m['accuracy']:.4f} [" in text and "1 / 1 |" in text
+    for k, b in enumerate(models):
+        assert f"| 1, member {k} | {b['temperature']:.3f} | {b['threshold']:.4f} | balanced |" in text
+    assert "ensemble of 2 models (`members: 2`" in text

@@ -100,7 +100,8 @@ def test_resume_after_sigkill_mid_epoch(dataset, tmp_path):
     before = load_checkpoint(run / "last.pt")
     assert before["epoch"] == 1
 
-    done = subprocess.run(_cli("--out", str(run), "--resume", "--epochs", "3"), capture_output=True, text=True)
+    # no --epochs: the run's own 3, not the default 10
+    done = subprocess.run(_cli("--out", str(run), "--resume"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "resumed" in done.stderr
     after = load_checkpoint(run / "last.pt")

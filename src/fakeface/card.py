@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import load_checkpoint
+from .checkpoint import ensemble_members, load_checkpoint
 from .data import DataError, class_counts, discover
 from .models import create_model
 
@@ -116,9 +116,17 @@ ETHICS = """- A verdict is evidence, not proof: never act against a person on th
 
 def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                evaluations: list[str | os.PathLike] | None = None) -> Path:
-    """Write ``MODEL_CARD.md`` for the run in ``run_dir`` (its best.pt) and return its path."""
+    """Write ``MODEL_CARD.md`` for the run in ``run_dir`` (its best.pt) and return its path. For an ensemble run
+    (``members: N``) the card describes the members side by side (values joined by " / ") and the rule that
+    combines them; the recipe and data are the first member's, which all share."""
     run_dir = Path(run_dir)
-    ckpt = load_checkpoint(run_dir)
+    members = [load_checkpoint(m) for m in ensemble_members(run_dir)] or [load_checkpoint(run_dir)]
+    ckpt = members[0]
+
+    def each(get, digits: int | None = None) -> str:
+        values = [get(m) for m in members]
+        return " / ".join(str(v) if digits is None or v is None else fmt(v, digits) for v in values)
+
     paths = [Path(p) / "metrics.json" if Path(p).is_dir() else Path(p) for p in evaluations or []]
     paths = paths or find_evaluations(run_dir)
     for p in paths:
@@ -128,13 +136,19 @@ def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     name, pre, cfg = ckpt["model"]["name"], ckpt["preprocess"], ckpt.get("train_config") or {}
     model = create_model(name, **ckpt["model"]["kwargs"])
     n_params = sum(p.numel() for p in model.parameters())
-    history = ckpt.get("history") or []
-    best = next((r for r in history if r.get("epoch") == ckpt.get("best_epoch")), None)
+
+    def best_row(m: dict) -> dict:
+        return next((r for r in m.get("history") or [] if r.get("epoch") == m.get("best_epoch")), {})
+
     start = ("ImageNet weights (--pretrained)" if cfg.get("pretrained") else
              f"weights file {cfg['init_weights']}" if cfg.get("init_weights") else
              f"fine-tuned from {cfg['init']}" if cfg.get("init") else "random initialisation")
     calib = ckpt.get("calibration") or {}
+    ensemble = len(members) > 1
+    seeds = each(lambda m: (m.get("train_config") or {}).get("seed"))
     details = [
+        *([["ensemble", f"{len(members)} models of this recipe (seeds {seeds}); P(fake) is the mean of their "
+                        "calibrated probabilities"]] if ensemble else []),
         ["architecture", f"{name} ({n_params:,} parameters)"], ["started from", start],
         ["input", f"{pre['input_size']} px training crops, {pre.get('eval_size') or pre['input_size']} px at "
                   f"evaluation, resize {pre.get('resize') or 'none (native resolution)'}"],
@@ -142,22 +156,29 @@ def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         ["output", "P(fake) = sigmoid(logit / T); fake is the positive class"],
         ["test-time augmentation", "flip: the logit is the mean of the image's and its mirror's" if ckpt.get("tta")
          == "flip" else "none"],
-        ["trained", f"{len(history)} epochs; best epoch {ckpt.get('best_epoch')} by {ckpt.get('monitor')}"
-                    + (f" (val ROC-AUC {fmt(best.get('val_auc'))}, val accuracy {fmt(best.get('val_acc'))})"
-                       if best else "")],
-        ["checkpoint", f"`{ckpt['path']}`"], ["fakeface", __version__],
+        ["trained", f"{each(lambda m: len(m.get('history') or []))} epochs; best epoch "
+                    f"{each(lambda m: m.get('best_epoch'))} by {ckpt.get('monitor')}"
+                    + (f" (val ROC-AUC {each(lambda m: best_row(m).get('val_auc'), 4)}, val accuracy "
+                       f"{each(lambda m: best_row(m).get('val_acc'), 4)})" if best_row(ckpt) else "")],
+        ["checkpoint", " / ".join(f"`{m['path']}`" for m in members)], ["fakeface", __version__],
     ]
     recipe = {k: cfg.get(k) for k in ("epochs", "batch_size", "lr", "backbone_lr_scale", "freeze_epochs",
                                       "weight_decay", "label_smoothing", "schedule", "precision", "seed") if k in cfg}
     augment = ", ".join(f"{k}={v}" for k, v in (cfg.get("augment") or {}).items() if k.endswith("_p")) or "defaults"
     threshold = [
-        ["threshold", fmt(ckpt.get("threshold"))], ["policy", ckpt.get("threshold_policy", "default")],
-        ["temperature", fmt(ckpt.get("temperature"), 3)],
+        *([["ensemble threshold", f"{fmt(sum(m.get('threshold', 0.5) for m in members) / len(members))} (the mean "
+                                  "of the members')"]] if ensemble else []),
+        ["threshold", each(lambda m: m.get("threshold"), 4)], ["policy", ckpt.get("threshold_policy", "default")],
+        ["temperature", each(lambda m: m.get("temperature"), 3)],
         ["fitted on", f"{calib['n_valid']} validation images (never the test split)" if calib else
          "not calibrated: `fakeface calibrate --checkpoint ... --policy balanced`"],
     ]
     if calib:
-        threshold.append(["validation ECE before -> after", f"{fmt(calib['ece_before'])} -> {fmt(calib['ece_after'])}"])
+        def ece(m: dict) -> str:
+            c = m.get("calibration")
+            return f"{fmt(c['ece_before'])} -> {fmt(c['ece_after'])}" if c else "n/a"
+
+        threshold.append(["validation ECE before -> after", each(ece)])
     evaluation = ("\n\n".join(_evaluation_section(p, m) for p, m in evals) if evals else
                   "Not evaluated yet: `fakeface evaluate --checkpoint RUN/best.pt --data DATA --out RUN/eval-test`.")
     text = f"""# Model card: {name} real-vs-generated face detector
@@ -182,7 +203,8 @@ genuine, identity verification, and non-face images.
 
 - {", ".join(f"{k} {v}" for k, v in recipe.items())}
 - Augmentation probabilities: {augment}
-- Config: `{run_dir / "config.yaml"}`; per-epoch log: `{run_dir / "log.csv"}`
+- Config: {each(lambda m: f"`{Path(m['path']).parent / 'config.yaml'}`")}; per-epoch log: \
+{each(lambda m: f"`{Path(m['path']).parent / 'log.csv'}`")}
 
 ## Decision threshold and calibration
 

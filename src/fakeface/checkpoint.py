@@ -72,6 +72,21 @@ def make_checkpoint(model: nn.Module, model_name: str, model_kwargs: dict, prepr
     }
 
 
+def ensemble_members(path: str | os.PathLike) -> list[Path]:
+    """The member run folders of an ensemble run (``train`` with ``members: N`` writes member0 ... memberN-1);
+    [] for anything else."""
+    path = Path(path)
+    if not path.is_dir() or (path / "best.pt").is_file() or (path / "last.pt").is_file():
+        return []
+    found = [p for p in path.glob("member*") if p.name[6:].isdigit() and p.is_dir()]
+    return sorted(found, key=lambda p: int(p.name[6:]))
+
+
+def expand_checkpoints(paths) -> list[Path]:
+    """Checkpoint paths with every ensemble run folder replaced by its members, in order."""
+    return [m for p in paths for m in (ensemble_members(p) or [Path(p)])]
+
+
 def checkpoint_file(path: str | os.PathLike) -> Path:
     """The checkpoint file ``path`` names: itself, or a run folder's best.pt (else last.pt)."""
     path = Path(path)
@@ -79,6 +94,10 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
                 return path / name
+        members = ensemble_members(path)
+        if members:
+            raise CheckpointError(f"{path} is an ensemble of {len(members)} models; this command takes one of "
+                                  f"them: {', '.join(str(m) for m in members)}")
         raise CheckpointError(f"{path} is a folder without best.pt or last.pt")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")

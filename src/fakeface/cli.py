@@ -21,7 +21,8 @@ app = typer.Typer(
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError)
 
 
-ENSEMBLE_HELP = "Repeat it for an ensemble (mean of the calibrated P(fake))."
+ENSEMBLE_HELP = ("Repeat it for an ensemble (mean of the calibrated P(fake)); an ensemble run folder (trained with "
+                 "members: N) stands for its members.")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -71,6 +72,8 @@ def train(
     resize: Annotated[str | None, typer.Option(help="Shorter side before cropping, or 'native'.")] = None,
     workers: Annotated[int | None, typer.Option(help="Data loader processes (default: one per spare core).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    members: Annotated[int | None, typer.Option(
+        help="Train this many models (seeds seed x N + k) into --out/member0 ...: an ensemble.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
     compile_model: Annotated[bool | None, typer.Option(
@@ -88,12 +91,13 @@ def train(
     tta: Annotated[str | None, typer.Option(
         help="After training, make best.pt score each image with its mirror (flip), before calibrating.")] = None,
 ):
-    """Train a detector; writes last.pt, best.pt, log.csv and config.yaml into --out.
+    """Train a detector; writes last.pt, best.pt, log.csv and config.yaml into --out (with members: N in the
+    config, an ensemble: N such folders, --out/member0 ...).
 
     Under torchrun (torchrun --nproc_per_node N -m fakeface train ...) the N processes train together with
     DistributedDataParallel; rank 0 writes the run folder.
     """
-    from .train import load_config
+    from .train import load_config, saved_config
     from .train import train as run_training
 
     if resize is not None and resize != "native":
@@ -107,7 +111,10 @@ def train(
                      weight_decay=weight_decay, image_size=image_size, resize=resize, workers=workers, seed=seed,
                      device=device, precision=precision, compile=compile_model, sync_bn=sync_bn,
                      patience=patience, monitor=monitor,
-                     limit_train=limit_train, limit_valid=limit_valid, calibrate=calibrate, tta=tta)
+                     limit_train=limit_train, limit_valid=limit_valid, calibrate=calibrate, tta=tta,
+                     members=members)
+    if resume and config is None and out:
+        config = saved_config(out)  # the run's own settings, not the defaults (e.g. its number of epochs)
     try:
         cfg = load_config(config, overrides)
         run_dir = run_training(cfg, resume=resume)
@@ -119,7 +126,15 @@ def train(
     from .distributed import is_main
 
     if is_main():
-        typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
+        from .checkpoint import ensemble_members
+
+        members = ensemble_members(run_dir)
+        for member in members:
+            typer.echo(f"best checkpoint: {member / 'best.pt'}")
+        if members:
+            typer.echo(f"the ensemble: {run_dir} (predict, evaluate and serve take the folder)")
+        else:
+            typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
 
 
 @app.command()
@@ -195,6 +210,7 @@ def predict(
     Exit code 0 when at least one image was scored, 1 when none could be, 2 on a usage error.
     """
     from . import distributed as dist
+    from .checkpoint import expand_checkpoints
     from .export import choose_backend, load_detector
     from .predict import expand_inputs, predict_distributed, predict_paths
 
@@ -209,7 +225,7 @@ def predict(
         except USER_ERRORS as e:
             raise fail(str(e)) from None
     try:
-        choices = [choose_backend(c, backend, device, precision) for c in checkpoint]
+        choices = [choose_backend(c, backend, device, precision) for c in expand_checkpoints(checkpoint)]
         for choice in choices if dist.is_main() else []:
             typer.echo(f"backend: {choice.backend} ({choice.reason})", err=True)
         detector = load_detector([c.path for c in choices], device=device, precision=precision)
@@ -336,7 +352,8 @@ def card(
 
 @app.command()
 def calibrate(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint to calibrate (rewritten in place unless --out).")],
+    checkpoint: Annotated[Path, typer.Option(
+        help="Checkpoint to calibrate (rewritten in place unless --out); an ensemble run folder: each member.")],
     data: Annotated[str | None, typer.Option(help="Dataset with a valid split (default: the run's split.csv).")] = None,
     policy: Annotated[str, typer.Option(help="Threshold policy: balanced (EER), fpr=0.01, or a number.")] = "balanced",
     out: Annotated[Path | None, typer.Option(help="Write the calibrated checkpoint here instead.")] = None,
@@ -348,19 +365,25 @@ def calibrate(
 ):
     """Fit temperature scaling and pick the decision threshold on the validation split (never the test split)."""
     from .calibrate import calibrate as run_calibration
+    from .checkpoint import ensemble_members
 
-    try:
-        r = run_calibration(checkpoint, data, policy, out, batch_size=batch_size, workers=workers, tta=tta)
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
-    typer.echo(f"temperature {r['temperature']:.3f}, threshold {r['threshold']:.4f} ({r['policy']}, test-time "
-               f"augmentation {r['tta'] or 'none'}) on {r['n_valid']} validation images; ECE {r['ece_before']:.4f}"
-               f" -> {r['ece_after']:.4f}; written to {r['checkpoint']}")
+    targets = ensemble_members(checkpoint) or [checkpoint]
+    if len(targets) > 1 and out is not None:
+        raise fail(f"{checkpoint} is an ensemble: its members are calibrated in place (drop --out)")
+    for target in targets:
+        try:
+            r = run_calibration(target, data, policy, out, batch_size=batch_size, workers=workers, tta=tta)
+        except USER_ERRORS as e:
+            raise fail(str(e)) from None
+        typer.echo(f"temperature {r['temperature']:.3f}, threshold {r['threshold']:.4f} ({r['policy']}, test-time "
+                   f"augmentation {r['tta'] or 'none'}) on {r['n_valid']} validation images; ECE "
+                   f"{r['ece_before']:.4f} -> {r['ece_after']:.4f}; written to {r['checkpoint']}")
 
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (or run folder: its best.pt).")],
+    checkpoint: Annotated[Path, typer.Option(
+        help="Checkpoint file (or run folder: its best.pt; an ensemble run folder: each member).")],
     out: Annotated[Path | None, typer.Option(
         help="The .onnx file to write (default: beside the checkpoint, best.onnx or best.int8.onnx, where "
              "predict --backend auto finds it).")] = None,
@@ -373,14 +396,14 @@ def export(
     """Export to ONNX (preprocessing and threshold in its metadata), checked against PyTorch; optionally int8."""
     import random
 
-    from .checkpoint import checkpoint_file
+    from .checkpoint import checkpoint_file, ensemble_members
     from .data import discover
     from .export import check_int8_accuracy, export_onnx
 
+    targets = ensemble_members(checkpoint) or [checkpoint]
+    if len(targets) > 1 and out is not None:
+        raise fail(f"{checkpoint} is an ensemble: each member's export goes beside its checkpoint (drop --out)")
     try:
-        if out is None:
-            ckpt = checkpoint_file(checkpoint)
-            out = ckpt.with_name(f"{ckpt.stem}.int8.onnx" if quantize else f"{ckpt.stem}.onnx")
         calib, guard = None, None
         if quantize is not None:
             if quantize != "int8":
@@ -393,25 +416,33 @@ def export(
             guard = index.splits.get("valid") or index.splits.get("test")
             if not guard:
                 raise ValueError("the calibration data needs a valid (or test) split to check int8 accuracy on")
-        report = export_onnx(checkpoint, out, quantize=quantize, calibration_data=calib)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
-    typer.echo(f"fp32: {report['fp32']['path']}  max |dP| vs PyTorch {report['fp32']['max_abs_diff_p']:.2e} "
-               f"({report['checked_on']})")
-    if quantize is None:
-        return
-    typer.echo(f"int8: {report['int8']['path']}  max |dP| vs fp32 {report['int8']['max_abs_diff_p_vs_fp32']:.3f}")
-    # the verdict goes into the int8 file's metadata: predict --backend auto uses int8 only when it passed
-    cmp = check_int8_accuracy(report["fp32"]["path"], report["int8"]["path"], [s.path for s in guard],
-                              [s.label for s in guard], max_accuracy_drop)
-    drop = 100 * cmp["accuracy_drop"]
-    auc = "n/a" if cmp["roc_auc_drop"] is None else f"{-cmp['roc_auc_drop']:+.4f}"
-    acc = f"{cmp['fp32']['accuracy']:.4f} -> {cmp['int8']['accuracy']:.4f}"
-    typer.echo(f"on {cmp['n']} labelled images: accuracy {acc} ({-drop:+.2f} points), ROC-AUC change {auc}")
-    if not cmp["passed"]:
-        Path(report["int8"]["path"]).unlink(missing_ok=True)
-        raise fail(f"int8 loses {drop:.2f} accuracy points (> {max_accuracy_drop}): refused and removed; "
-                   f"use the fp32 model {report['fp32']['path']}", code=1)
+    for target in targets:
+        try:
+            path = out
+            if path is None:
+                ckpt = checkpoint_file(target)
+                path = ckpt.with_name(f"{ckpt.stem}.int8.onnx" if quantize else f"{ckpt.stem}.onnx")
+            report = export_onnx(target, path, quantize=quantize, calibration_data=calib)
+        except USER_ERRORS as e:
+            raise fail(str(e)) from None
+        typer.echo(f"fp32: {report['fp32']['path']}  max |dP| vs PyTorch {report['fp32']['max_abs_diff_p']:.2e} "
+                   f"({report['checked_on']})")
+        if quantize is None:
+            continue
+        typer.echo(f"int8: {report['int8']['path']}  max |dP| vs fp32 {report['int8']['max_abs_diff_p_vs_fp32']:.3f}")
+        # the verdict goes into the int8 file's metadata: predict --backend auto uses int8 only when it passed
+        cmp = check_int8_accuracy(report["fp32"]["path"], report["int8"]["path"], [s.path for s in guard],
+                                  [s.label for s in guard], max_accuracy_drop)
+        drop = 100 * cmp["accuracy_drop"]
+        auc = "n/a" if cmp["roc_auc_drop"] is None else f"{-cmp['roc_auc_drop']:+.4f}"
+        acc = f"{cmp['fp32']['accuracy']:.4f} -> {cmp['int8']['accuracy']:.4f}"
+        typer.echo(f"on {cmp['n']} labelled images: accuracy {acc} ({-drop:+.2f} points), ROC-AUC change {auc}")
+        if not cmp["passed"]:
+            Path(report["int8"]["path"]).unlink(missing_ok=True)
+            raise fail(f"int8 loses {drop:.2f} accuracy points (> {max_accuracy_drop}): refused and removed; "
+                       f"use the fp32 model {report['fp32']['path']}", code=1)
 
 
 @app.command()

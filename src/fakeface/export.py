@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import checkpoint_file, load_checkpoint, model_from_checkpoint
+from .checkpoint import checkpoint_file, expand_checkpoints, load_checkpoint, model_from_checkpoint
 from .images import ImageLoadError, load_image
 from .inference import Scorer
 from .predict import BaseDetector
@@ -453,18 +453,19 @@ class OnnxDetector(BaseDetector):
 
 
 def load_detector(path, device: str = "auto", precision: str = "auto"):
-    """A detector for a checkpoint, a ``.onnx`` file, or a list of them (an :class:`~fakeface.predict.Ensemble`).
+    """A detector for a checkpoint, a ``.onnx`` file, or a list of them (an :class:`~fakeface.predict.Ensemble`);
+    an ensemble run folder (``members: N`` in training) stands for its members.
 
     An :class:`OnnxDetector` for a ``.onnx`` file, a :class:`fakeface.predict.Detector` for anything else.
     An ONNX model runs on the CPU at the precision it was exported with: ``device`` must be ``auto`` or ``cpu``
     and ``precision`` ``auto`` or that precision.
     """
-    if isinstance(path, (list, tuple)):
+    paths = expand_checkpoints(path if isinstance(path, (list, tuple)) else [path])
+    if len(paths) > 1:
         from .predict import Ensemble
 
-        if len(path) == 1:
-            return load_detector(path[0], device, precision)
-        return Ensemble([load_detector(p, device, precision) for p in path])
+        return Ensemble([load_detector(p, device, precision) for p in paths])
+    path = paths[0]
     if Path(path).suffix.lower() != ".onnx":
         from .predict import Detector
 

@@ -4,7 +4,8 @@ A run folder holds ``config.yaml`` (the resolved config), ``last.pt`` and ``best
 checkpoints), ``log.csv`` (one row per epoch, re-written from the checkpoint's history so it never disagrees
 with it), ``train.log`` (messages, every skipped file) and, when the data had no validation split,
 ``split.csv`` (which file went where). ``--resume`` after a kill - even ``kill -9`` mid-epoch - continues
-from the last finished epoch with the same numbering, history and random streams.
+from the last finished epoch with the same numbering, history and random streams. With ``members: N`` the
+folder holds an ensemble instead: ``ensemble.yaml`` and N such run folders, ``member0`` ... (``train_members``).
 
 Under ``torchrun --nproc_per_node N -m fakeface train ...`` the N processes train one model with
 DistributedDataParallel: each takes its share of every epoch's shuffled images (``batch_size`` images per step
@@ -20,9 +21,10 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -59,6 +61,7 @@ log = logging.getLogger("fakeface")
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr", "seconds",
                "images_per_s")
 MONITORS = {"val_auc": max, "val_acc": max, "val_loss": min}
+ENSEMBLE_CONFIG = "ensemble.yaml"  # an ensemble run's own config, beside its member folders
 
 
 @dataclass
@@ -109,6 +112,7 @@ class TrainConfig:
     calibrate: str | None = None  # threshold policy applied to best.pt after training (see fakeface.calibrate)
     tta: str | None = None  # test-time augmentation (flip) set in best.pt after training, before calibrating;
     #                         the best epoch is still chosen without it
+    members: int = 1  # > 1: an ensemble - this many models of the recipe, seeds seed * members + k, in out/memberK
 
     def __post_init__(self):
         if self.monitor not in MONITORS:
@@ -119,6 +123,8 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError("label_smoothing must be in [0, 0.5)")
+        if not isinstance(self.members, int) or self.members < 1:
+            raise ValueError(f"members must be a whole number >= 1, got {self.members!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
         AugmentConfig.from_dict(self.augment)  # validates the keys now, not mid-run
@@ -146,8 +152,18 @@ def load_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
             d = yaml.safe_load(f) or {}
         if not isinstance(d, dict):
             raise ValueError(f"{path}: a config file must be a mapping of option: value")
+    d.pop("resolved", None)  # a run's own config.yaml records what its settings resolved to
     d.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(d)
+
+
+def saved_config(run_dir: str | os.PathLike) -> Path | None:
+    """The config a run folder was started with (an ensemble's ensemble.yaml, else config.yaml), if any: what
+    ``--resume`` continues from when no --config is given, so it keeps the run's epochs and settings."""
+    for name in (ENSEMBLE_CONFIG, "config.yaml"):
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
 
 
 def resolve_preprocess(cfg: TrainConfig) -> Preprocess:
@@ -344,19 +360,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """
     run_dir = Path(cfg.out)
     last_path = run_dir / "last.pt"
+    ensemble_config = run_dir / ENSEMBLE_CONFIG
+    if resume and not last_path.is_file() and ensemble_config.is_file():
+        with open(ensemble_config) as f:
+            cfg = _resumed(TrainConfig.from_dict(yaml.safe_load(f)), cfg)
+    if cfg.members > 1:
+        return train_members(cfg, resume)
     state = None
     if resume:
         if not last_path.is_file():
             raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
         state = load_checkpoint(last_path)
-        saved = TrainConfig.from_dict(state["train_config"])
-        # Only how long to train may change on resume; everything else is the run's own.
-        saved.epochs, saved.patience = cfg.epochs, cfg.patience if cfg.patience is not None else saved.patience
-        saved.workers, saved.log_every, saved.compile = cfg.workers, cfg.log_every, cfg.compile  # speed only
-        saved.calibrate = cfg.calibrate or saved.calibrate  # applied to best.pt after training, not part of it
-        saved.tta = cfg.tta or saved.tta  # likewise
-        cfg = saved
-    elif last_path.exists():
+        cfg = _resumed(TrainConfig.from_dict(state["train_config"]), cfg)
+    elif last_path.exists() or ensemble_config.exists():
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
     if not cfg.data:
         raise DataError("no training data given (--data PATH)")
@@ -392,6 +408,47 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
+
+
+def _resumed(saved: TrainConfig, cfg: TrainConfig) -> TrainConfig:
+    """The config a resumed run continues with: only how long to train may change; everything else is the run's
+    own."""
+    saved.epochs, saved.patience = cfg.epochs, cfg.patience if cfg.patience is not None else saved.patience
+    saved.workers, saved.log_every, saved.compile = cfg.workers, cfg.log_every, cfg.compile  # speed only
+    saved.calibrate = cfg.calibrate or saved.calibrate  # applied to best.pt after training, not part of it
+    saved.tta = cfg.tta or saved.tta  # likewise
+    return saved
+
+
+def train_members(cfg: TrainConfig, resume: bool = False) -> Path:
+    """An ensemble run: ``cfg.members`` models of one recipe, trained one after another into ``out/member0``,
+    ``out/member1``, ... with seeds ``seed * members + k`` (ensemble runs with different seeds share no member).
+    Each member is an ordinary run, calibrated on its own; ``predict``, ``evaluate`` and ``serve`` given the
+    folder average their calibrated probabilities. Members share one validation split: when the data has none,
+    the first member's held-out images (its ``split.csv``) are the others' too. ``resume`` continues the member
+    that was interrupted and starts those not yet begun."""
+    run_dir = Path(cfg.out)
+    if (run_dir / "last.pt").exists():
+        raise FileExistsError(f"{run_dir} holds a one-model run: an ensemble needs another --out")
+    if any(run_dir.glob("member*/last.pt")) and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / ENSEMBLE_CONFIG, "w") as f:
+            yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    for k in range(cfg.members):
+        member_dir = run_dir / f"member{k}"
+        split = run_dir / "member0" / "split.csv"
+        if k and split.is_file() and not (member_dir / "last.pt").exists():
+            member_dir.mkdir(exist_ok=True)  # every process copies (atomically): none may look before it is there
+            tmp = member_dir / f".split.csv.{os.getpid()}"
+            shutil.copyfile(split, tmp)
+            os.replace(tmp, member_dir / "split.csv")
+        member = replace(cfg, out=str(member_dir), seed=cfg.seed * cfg.members + k, members=1)
+        print(f"ensemble member {k + 1} of {cfg.members}: {member_dir} (seed {member.seed})", file=sys.stderr,
+              flush=True)
+        train(member, resume=(member_dir / "last.pt").is_file())
+    return run_dir
 
 
 def _post_training_done(cfg: TrainConfig, state: dict | None, best_path: Path) -> bool:
