@@ -5,7 +5,8 @@
 
 For each seed: ``fakeface train`` with the config (the train split; best epoch and threshold chosen on the
 valid split), then ``fakeface evaluate`` on the test split with bootstrap intervals and the robustness
-perturbations. Then the seeds' ensemble. docs/results.md gets every table - metrics, spread across seeds,
+perturbations; with ``members: N`` in the config a seed's detector is N models, scored together as one (and on
+the valid split too). Then the seeds' ensemble. docs/results.md gets every table - metrics, spread across seeds,
 robustness, calibration, ensemble - with training time, machine, versions and this command. Every number in
 the docs comes from here; nothing is typed by hand. A run folder that already holds a finished run is
 not retrained (delete it to retrain), and its evaluation is reused while the checkpoint, data and settings are
@@ -107,6 +108,7 @@ def where_the_errors_are(eval_dirs: list[Path]) -> tuple[list[tuple[int, float]]
 
 def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | None, command: str) -> None:
     keys = ("accuracy", "roc_auc", "average_precision", "eer", "tpr_at_fpr_1", "ece")
+
     def each(s: dict, get) -> str:  # one value per model of the seed's detector
         return " / ".join(str(get(b)) for b in s["models"])
 
