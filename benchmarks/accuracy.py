@@ -32,7 +32,7 @@ from sklearn.metrics import roc_curve
 
 from fakeface import __version__
 from fakeface.card import fmt, md_table, with_ci
-from fakeface.checkpoint import checkpoint_file, expand_checkpoints
+from fakeface.checkpoint import ENSEMBLE_CALIBRATION, checkpoint_file, expand_checkpoints
 from fakeface.evaluate import evaluate
 from fakeface.export import file_sha256
 from fakeface.report import read_predictions
@@ -73,15 +73,17 @@ def evaluate_once(checkpoints: list[Path], data: str, out: Path, n_boot: int, pe
                   command: str, split: str = "test") -> dict:
     """``evaluate``, or its saved metrics when the same checkpoints (by content) were already scored the same way:
     rewriting the doc after an interrupted or parallel run re-scores nothing. Run folders stand for their
-    best.pt, ensemble run folders for their members'."""
-    checkpoints = [checkpoint_file(c) for c in expand_checkpoints(checkpoints)]
-    key = {"checkpoints": [file_sha256(c) for c in checkpoints], "data": str(Path(data).resolve()),
-           "bootstrap": n_boot, "perturb": perturb, **({"split": split} if split != "test" else {})}
+    best.pt, ensemble run folders for their members' (and, one alone, for its own threshold)."""
+    files = [checkpoint_file(c) for c in expand_checkpoints(checkpoints)]
+    own = [Path(c) / ENSEMBLE_CALIBRATION for c in checkpoints if (Path(c) / ENSEMBLE_CALIBRATION).is_file()]
+    key = {"checkpoints": [file_sha256(c) for c in files], "data": str(Path(data).resolve()),
+           "bootstrap": n_boot, "perturb": perturb, **({"split": split} if split != "test" else {}),
+           **({"ensemble_thresholds": [json.loads(p.read_text()) for p in own]} if own else {})}
     stamp = out / "accuracy-benchmark.json"
     if stamp.is_file() and (out / "metrics.json").is_file() and json.loads(stamp.read_text()) == key:
         print(f"reusing {out / 'metrics.json'} (same checkpoints, data and settings)", flush=True)
         return json.loads((out / "metrics.json").read_text())
-    m = evaluate(checkpoints if len(checkpoints) > 1 else checkpoints[0], data, out, split=split, n_boot=n_boot,
+    m = evaluate(list(checkpoints) if len(checkpoints) > 1 else checkpoints[0], data, out, split=split, n_boot=n_boot,
                  perturb=perturb, command=command)
     stamp.write_text(json.dumps(key))
     return m
@@ -141,10 +143,16 @@ def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | N
                                 fmt(b["threshold"]), b.get("threshold_policy", "default"), b.get("tta") or "none",
                                 fmt(c.get("roc_auc")), fmt(s["m"]["calibration"]["ece_uncalibrated"]) if single else
                                 "-", fmt(s["m"]["calibration"]["ece_calibrated"]) if single else "-"])
+        if not single:  # the detector's own threshold, when the run has one (calibration.json)
+            calibration.append([f"{s['seed']}, ensemble", "-", fmt(s["m"]["threshold"]),
+                                s["m"]["calibration"]["policy"], "-", fmt(s["valid_auc"]), "-", "-"])
     members = len(seeds[0]["models"])
+    judged = ("a threshold picked by the same policy on those mean probabilities for the valid split (the run's "
+              "calibration.json)" if "ensemble's valid scores" in seeds[0]["m"]["calibration"]["policy"] else
+              "the mean of their thresholds")
     ensemble_note = "" if members == 1 else f"""
 Each seed's detector is an ensemble of {members} models (`members: {members}`; model k of seed s trained with seed
-s x {members} + k): P(fake) is the mean of their calibrated probabilities, judged at the mean of their thresholds.
+s x {members} + k): P(fake) is the mean of their calibrated probabilities, judged at {judged}.
 Columns with one value per model list them in member order.
 """
     per_run, wrong = where_the_errors_are([s["eval_dir"] for s in seeds])

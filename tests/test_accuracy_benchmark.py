@@ -83,7 +83,8 @@ def test_an_ensemble_recipe_is_measured_as_one_detector_per_seed(tiny_run, tmp_p
     assert [b["train_config"]["seed"] for b in models] == [2, 3]
     m = json.loads((run / "eval-test" / "metrics.json").read_text())
     assert len(m["ensemble"]["rows"]) == 3  # the pair was scored as one detector, members beside it
-    assert m["threshold"] == pytest.approx((models[0]["threshold"] + models[1]["threshold"]) / 2)
+    own = json.loads((run / "calibration.json").read_text())  # the pair's threshold, fitted on its valid scores
+    assert m["threshold"] == own["threshold"] and "ensemble's valid scores" in m["calibration"]["policy"]
     valid = json.loads((run / "eval-valid" / "metrics.json").read_text())
     assert valid["images"]["split"] == "valid"
     minutes = sum(r["seconds"] for b in models for r in b["history"]) / 60
@@ -91,4 +92,5 @@ def test_an_ensemble_recipe_is_measured_as_one_detector_per_seed(tiny_run, tmp_p
     assert f"| 1 | {m['accuracy']:.4f} [" in text and "1 / 1 |" in text
     for k, b in enumerate(models):
         assert f"| 1, member {k} | {b['temperature']:.3f} | {b['threshold']:.4f} | balanced |" in text
-    assert "ensemble of 2 models (`members: 2`" in text
+    assert f"| 1, ensemble | - | {own['threshold']:.4f} | balanced (fitted on the ensemble's valid scores) |" in text
+    assert "ensemble of 2 models (`members: 2`" in text and "the run's calibration.json" in text

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from conftest import make_folder_dataset, noise_image
+from fakeface.calibrate import calibrate, pick_threshold
 from fakeface.card import write_card
 from fakeface.checkpoint import CheckpointError, ensemble_members, load_checkpoint
 from fakeface.evaluate import evaluate
@@ -68,7 +70,8 @@ def test_the_folder_is_one_detector_for_predict_evaluate_and_serve(pair_run, tmp
 
     metrics = evaluate(out, data, tmp_path / "ev", n_boot=0, workers=0, precision="fp32")
     assert len(metrics["ensemble"]["rows"]) == 3
-    assert metrics["threshold"] == pytest.approx(np.mean([load_checkpoint(m)["threshold"] for m in members]))
+    assert metrics["threshold"] == json.loads((out / "calibration.json").read_text())["threshold"]
+    assert "fitted on the ensemble's valid scores" in metrics["calibration"]["policy"]
 
     with TestClient(create_app(ServeConfig(checkpoint=str(out), precision="fp32"))) as client:
         info = client.get("/v1/model").json()
@@ -105,8 +108,61 @@ def test_export_and_card_cover_every_member(pair_run, tmp_path):
     members = [load_checkpoint(m) for m in ensemble_members(out)]
     assert "2 models of this recipe (seeds 6 / 7)" in card
     assert f"| threshold | {members[0]['threshold']:.4f} / {members[1]['threshold']:.4f} |" in card
-    mean = np.mean([m["threshold"] for m in members])
-    assert f"| ensemble threshold | {mean:.4f} (the mean of the members') |" in card
+    own = json.loads((out / "calibration.json").read_text())
+    assert f"| ensemble threshold | {own['threshold']:.4f} (balanced, fitted on the ensemble's own scores" in card
+
+    calibrate(out / "member1" / "best.pt", data, "0.123")  # the ensemble threshold no longer fits its members
+    mean = np.mean([m["threshold"] for m in map(load_checkpoint, ensemble_members(out))])
+    assert f"| ensemble threshold | {mean:.4f} (the mean of the members') |" in write_card(out).read_text()
+
+
+def valid_scores(data, run):
+    """(labels, each member's calibrated P(fake)) on the valid split, member by member, as one model each."""
+    paths = sorted(str(p) for p in (data / "valid").rglob("*.jpg"))
+    y = np.array([int("/fake/" in p) for p in paths])
+    return y, np.array([[r["p_fake"] for r in predict_paths(load_detector(m, precision="fp32"), paths, workers=0)]
+                        for m in ensemble_members(run)])
+
+
+def test_the_ensemble_threshold_is_fitted_on_its_own_valid_scores(pair_run, tmp_path):
+    """Training fits the ensemble's threshold on the mean of its members' valid probabilities; a member
+    recalibrated later makes it stale (the mean of theirs is used, with a warning) until `calibrate RUN` refits
+    every member and then it, by the policy asked for."""
+    data, run = pair_run
+    own = json.loads((run / "calibration.json").read_text())
+    y, member_p = valid_scores(data, run)
+    p = member_p.mean(axis=0)
+    assert own["threshold"] == pytest.approx(pick_threshold(y, p, "balanced"), abs=1e-6)
+    assert own["n_valid"] == len(y) and own["threshold_policy"] == "balanced"
+    detector = load_detector(run, precision="fp32")
+    assert detector.threshold == own["threshold"]
+    assert "ensemble's valid scores" in detector.describe()["threshold policy"]
+    several = load_detector(ensemble_members(run), precision="fp32")  # members given one by one: no run of theirs
+    assert several.threshold == pytest.approx(np.mean([m.threshold for m in several.members]))
+
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    calibrate(out / "member0" / "best.pt", data, "0.123")  # a fixed threshold: surely another
+    with pytest.warns(UserWarning, match="recalibrated or retrained"):
+        stale = load_detector(out, precision="fp32")
+    assert stale.threshold == pytest.approx(np.mean([m.threshold for m in stale.members]))
+
+    res = fakeface("calibrate", "--checkpoint", out, "--data", data, "--policy", "fpr=0.25", "--workers", "0")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("written to") == 3 and "ensemble: threshold" in res.stdout
+    refit = json.loads((out / "calibration.json").read_text())
+    y, member_p = valid_scores(data, out)
+    p = member_p.mean(axis=0)
+    assert refit["threshold_policy"] == "fpr=0.25"
+    assert refit["fpr"] == pytest.approx((p[y == 0] >= refit["threshold"]).mean())
+    assert refit["fpr"] <= 0.25 and refit["threshold"] == pytest.approx(pick_threshold(y, p, "fpr=0.25"), abs=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_detector(out, precision="fp32").threshold == refit["threshold"]
+
+    (out / "calibration.json").write_text("{not json")
+    res = fakeface("predict", "--checkpoint", out, data / "test", "--workers", "0")
+    assert res.returncode == 2 and "cannot read the ensemble threshold" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_interrupted_ensemble_resumes_where_it_stopped(tiny_run, tmp_path):

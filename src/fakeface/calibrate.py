@@ -10,10 +10,14 @@ the probabilities can be trusted. The threshold then follows a policy:
 * a number - a fixed threshold.
 
 Both are written into the checkpoint, and every later consumer (predict, evaluate, serve, export) reads them.
+An ensemble run's members are calibrated each on its own; then the ensemble's threshold is picked by the same
+policy on its own validation scores (the mean of the members' calibrated probabilities) and written beside them
+(:func:`calibrate_ensemble`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,7 +25,14 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
-from .checkpoint import load_checkpoint, save_atomic
+from .checkpoint import (
+    ENSEMBLE_CALIBRATION,
+    calibration_fingerprint,
+    checkpoint_file,
+    ensemble_members,
+    load_checkpoint,
+    save_atomic,
+)
 from .data import DataError, discover, read_split_csv
 from .metrics import expected_calibration_error
 from .predict import Detector, predict_paths
@@ -123,3 +134,55 @@ def calibrate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = No
     save_atomic(state, target)
     result["checkpoint"] = str(target)
     return result
+
+
+def calibrate_ensemble(run_dir: str | os.PathLike, data: str | os.PathLike | None = None, policy: str = "balanced",
+                       batch_size: int = 64, workers: int | None = None, device: str = "auto",
+                       precision: str = "auto") -> dict:
+    """Pick an ensemble run's threshold on its own validation scores (the mean of its members' calibrated
+    probabilities, as it predicts) and write it to ``run_dir/calibration.json``, with the members' (temperature,
+    threshold) it was fitted on top of. Calibrate the members first: their temperatures make the probabilities
+    that are averaged."""
+    from .export import load_detector
+
+    parse_policy(policy)
+    run_dir = Path(run_dir)
+    members = ensemble_members(run_dir)
+    if not members:
+        raise DataError(f"{run_dir} is not an ensemble run (no member0, member1, ... folders)")
+    detector = load_detector([checkpoint_file(m) for m in members], device=device, precision=precision)
+    samples = validation_samples(detector.members[0].checkpoint, data)
+    rows = [r for r in predict_paths(detector, [s.path for s in samples], batch_size, workers,
+                                     labels=[s.label for s in samples]) if r["error"] is None]
+    if not rows:
+        raise DataError("no validation image could be read")
+    y = np.array([int(r["label"] == "fake") for r in rows])
+    p = np.array([r["p_fake"] for r in rows])
+    threshold = pick_threshold(y, p, policy)
+    flagged = p >= threshold
+    record = {"threshold": threshold, "threshold_policy": policy, "n_valid": len(rows),
+              "roc_auc": float(roc_auc_score(y, p)) if len(set(y)) == 2 else None,
+              "fpr": float(flagged[y == 0].mean()) if (y == 0).any() else None,
+              "tpr": float(flagged[y == 1].mean()) if (y == 1).any() else None,
+              "mean_of_members": float(np.mean([m.threshold for m in detector.members])),
+              "members": calibration_fingerprint(detector.members)}
+    tmp = run_dir / f".{ENSEMBLE_CALIBRATION}.{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, run_dir / ENSEMBLE_CALIBRATION)
+    return {**record, "path": str(run_dir / ENSEMBLE_CALIBRATION)}
+
+
+def ensemble_calibrated(run_dir: str | os.PathLike, policy: str | None) -> bool:
+    """Whether ``run_dir/calibration.json`` holds a threshold fitted on the members as they are now (and by
+    ``policy``, unless None)."""
+    path = Path(run_dir) / ENSEMBLE_CALIBRATION
+    if not path.is_file():
+        return False
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict):
+        return False
+    now = calibration_fingerprint(load_checkpoint(m) for m in ensemble_members(run_dir))
+    return policy in (None, record.get("threshold_policy")) and record.get("members") == now

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import ensemble_members, load_checkpoint
+from .calibrate import ensemble_calibrated
+from .checkpoint import ENSEMBLE_CALIBRATION, ensemble_members, load_checkpoint
 from .data import DataError, class_counts, discover
 from .models import create_model
 
@@ -165,9 +166,14 @@ def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     recipe = {k: cfg.get(k) for k in ("epochs", "batch_size", "lr", "backbone_lr_scale", "freeze_epochs",
                                       "weight_decay", "label_smoothing", "schedule", "precision", "seed") if k in cfg}
     augment = ", ".join(f"{k}={v}" for k, v in (cfg.get("augment") or {}).items() if k.endswith("_p")) or "defaults"
+    own = ensemble and ensemble_calibrated(run_dir, None)
+    record = json.loads((run_dir / ENSEMBLE_CALIBRATION).read_text()) if own else {}
     threshold = [
-        *([["ensemble threshold", f"{fmt(sum(m.get('threshold', 0.5) for m in members) / len(members))} (the mean "
-                                  "of the members')"]] if ensemble else []),
+        *([["ensemble threshold",
+            f"{fmt(record['threshold'], 4)} ({record['threshold_policy']}, fitted on the ensemble's own scores of "
+            f"{record['n_valid']} validation images: FPR {fmt(record['fpr'])}, TPR {fmt(record['tpr'])})" if own else
+            f"{fmt(sum(m.get('threshold', 0.5) for m in members) / len(members))} (the mean of the members')"]]
+          if ensemble else []),
         ["threshold", each(lambda m: m.get("threshold"), 4)], ["policy", ckpt.get("threshold_policy", "default")],
         ["temperature", each(lambda m: m.get("temperature"), 3)],
         ["fitted on", f"{calib['n_valid']} validation images (never the test split)" if calib else

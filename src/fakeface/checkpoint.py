@@ -20,6 +20,7 @@ from .preprocess import Preprocess
 
 FORMAT = "fakeface-checkpoint"
 FORMAT_VERSION = 1
+ENSEMBLE_CALIBRATION = "calibration.json"  # an ensemble run's own threshold, fitted on its valid scores
 
 
 class CheckpointError(ValueError):
@@ -80,6 +81,15 @@ def ensemble_members(path: str | os.PathLike) -> list[Path]:
         return []
     found = [p for p in path.glob("member*") if p.name[6:].isdigit() and p.is_dir()]
     return sorted(found, key=lambda p: int(p.name[6:]))
+
+
+def calibration_fingerprint(members) -> list[list[float]]:
+    """The (temperature, threshold) of each member - checkpoint dicts or detectors - that an ensemble threshold
+    is fitted on top of: recalibrating or retraining a member changes it."""
+    def get(m, key, default):
+        return m.get(key, default) if isinstance(m, dict) else getattr(m, key)
+
+    return [[round(float(get(m, "temperature", 1.0)), 6), round(float(get(m, "threshold", 0.5)), 6)] for m in members]
 
 
 def expand_checkpoints(paths) -> list[Path]:

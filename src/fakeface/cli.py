@@ -229,6 +229,8 @@ def predict(
         for choice in choices if dist.is_main() else []:
             typer.echo(f"backend: {choice.backend} ({choice.reason})", err=True)
         detector = load_detector([c.path for c in choices], device=device, precision=precision)
+        if len(checkpoint) == 1 and len(detector.members) > 1:  # an ensemble run: its own fitted threshold
+            detector.use_run_calibration(checkpoint[0])
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     inputs = expand_inputs(paths)
@@ -353,7 +355,8 @@ def card(
 @app.command()
 def calibrate(
     checkpoint: Annotated[Path, typer.Option(
-        help="Checkpoint to calibrate (rewritten in place unless --out); an ensemble run folder: each member.")],
+        help="Checkpoint to calibrate (rewritten in place unless --out); an ensemble run folder: each member, "
+             "then the ensemble's own threshold (RUN/calibration.json).")],
     data: Annotated[str | None, typer.Option(help="Dataset with a valid split (default: the run's split.csv).")] = None,
     policy: Annotated[str, typer.Option(help="Threshold policy: balanced (EER), fpr=0.01, or a number.")] = "balanced",
     out: Annotated[Path | None, typer.Option(help="Write the calibrated checkpoint here instead.")] = None,
@@ -365,6 +368,7 @@ def calibrate(
 ):
     """Fit temperature scaling and pick the decision threshold on the validation split (never the test split)."""
     from .calibrate import calibrate as run_calibration
+    from .calibrate import calibrate_ensemble
     from .checkpoint import ensemble_members
 
     targets = ensemble_members(checkpoint) or [checkpoint]
@@ -378,6 +382,14 @@ def calibrate(
         typer.echo(f"temperature {r['temperature']:.3f}, threshold {r['threshold']:.4f} ({r['policy']}, test-time "
                    f"augmentation {r['tta'] or 'none'}) on {r['n_valid']} validation images; ECE "
                    f"{r['ece_before']:.4f} -> {r['ece_after']:.4f}; written to {r['checkpoint']}")
+    if len(targets) > 1:
+        try:
+            r = calibrate_ensemble(checkpoint, data, policy, batch_size=batch_size, workers=workers)
+        except USER_ERRORS as e:
+            raise fail(str(e)) from None
+        typer.echo(f"ensemble: threshold {r['threshold']:.4f} ({policy}) on the mean of the members' probabilities "
+                   f"for {r['n_valid']} validation images (the mean of theirs: {r['mean_of_members']:.4f}); "
+                   f"written to {r['path']}")
 
 
 @app.command()

@@ -454,17 +454,22 @@ class OnnxDetector(BaseDetector):
 
 def load_detector(path, device: str = "auto", precision: str = "auto"):
     """A detector for a checkpoint, a ``.onnx`` file, or a list of them (an :class:`~fakeface.predict.Ensemble`);
-    an ensemble run folder (``members: N`` in training) stands for its members.
+    an ensemble run folder (``members: N`` in training) stands for its members, judged at the threshold fitted
+    on the ensemble's own valid scores when ``fakeface calibrate`` wrote one (``RUN/calibration.json``).
 
     An :class:`OnnxDetector` for a ``.onnx`` file, a :class:`fakeface.predict.Detector` for anything else.
     An ONNX model runs on the CPU at the precision it was exported with: ``device`` must be ``auto`` or ``cpu``
     and ``precision`` ``auto`` or that precision.
     """
-    paths = expand_checkpoints(path if isinstance(path, (list, tuple)) else [path])
+    given = list(path) if isinstance(path, (list, tuple)) else [path]
+    paths = expand_checkpoints(given)
     if len(paths) > 1:
         from .predict import Ensemble
 
-        return Ensemble([load_detector(p, device, precision) for p in paths])
+        ensemble = Ensemble([load_detector(p, device, precision) for p in paths])
+        if len(given) == 1:  # one ensemble run: judged at the threshold fitted on its own valid scores
+            ensemble.use_run_calibration(given[0])
+        return ensemble
     path = paths[0]
     if Path(path).suffix.lower() != ".onnx":
         from .predict import Detector

@@ -8,7 +8,9 @@ nothing holds more than a few batches of decoded images at once.
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,13 @@ import torch
 from PIL import Image
 
 from . import CLASS_NAMES, distributed
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import (
+    ENSEMBLE_CALIBRATION,
+    CheckpointError,
+    calibration_fingerprint,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from .data import UNLABELLED, FaceDataset, Sample, collate, default_workers
 from .images import DEFAULT_MAX_PIXELS
 from .inference import Scorer
@@ -101,8 +109,11 @@ class Ensemble(BaseDetector):
     """Several detectors judging the same images: P(fake) is the mean of their calibrated probabilities.
 
     Members may differ in backbone, preprocessing and runtime (checkpoint or ONNX); each scores its own view of
-    the decoded image. The decision threshold is the mean of the members' (each chosen on validation data by
-    its own policy), so an ensemble of detectors calibrated alike keeps their policy.
+    the decoded image. The decision threshold is the one fitted on the ensemble's own validation scores when it
+    is an ensemble run's (``fakeface calibrate RUN`` writes ``RUN/calibration.json``; see
+    :meth:`use_run_calibration`), else the mean of the members' (each chosen on validation data by its own
+    policy) - which only approximates their policy: the mean of two thresholds at 1 % FPR need not flag 1 % of
+    real faces once the probabilities are averaged.
     """
 
     runtime = "ensemble"
@@ -118,6 +129,29 @@ class Ensemble(BaseDetector):
         policies = sorted({str(m.checkpoint.get("threshold_policy", "default")) for m in members})
         self.checkpoint = {"path": " + ".join(str(m.checkpoint["path"]) for m in members),
                            "threshold_policy": f"mean of the members' thresholds ({', '.join(policies)})"}
+
+    def use_run_calibration(self, run_dir: str | os.PathLike) -> bool:
+        """Judge at the threshold fitted on this ensemble's own validation scores (``run_dir/calibration.json``,
+        written by :func:`fakeface.calibrate.calibrate_ensemble`) when it was fitted on these members as they
+        are now; otherwise keep the mean of theirs, and say why in the policy. True when it was applied."""
+        path = Path(run_dir) / ENSEMBLE_CALIBRATION
+        if not path.is_file():
+            return False
+        try:
+            record = json.loads(path.read_text())
+            threshold = float(record["threshold"])
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"cannot read the ensemble threshold {path} ({e}): `fakeface calibrate "
+                                  f"--checkpoint {run_dir}` writes it again") from None
+        if record.get("members") != calibration_fingerprint(self.members):
+            stale = (f"{path} was fitted on members since recalibrated or retrained, so the mean of theirs is used: "
+                     f"`fakeface calibrate --checkpoint {run_dir}` refits it")
+            warnings.warn(stale, stacklevel=2)
+            self.checkpoint["threshold_policy"] += f"; {stale}"
+            return False
+        self.threshold = threshold
+        self.checkpoint["threshold_policy"] = f"{record['threshold_policy']} (fitted on the ensemble's valid scores)"
+        return True
 
     @property
     def members(self) -> list[BaseDetector]:

@@ -424,7 +424,8 @@ def train_members(cfg: TrainConfig, resume: bool = False) -> Path:
     """An ensemble run: ``cfg.members`` models of one recipe, trained one after another into ``out/member0``,
     ``out/member1``, ... with seeds ``seed * members + k`` (ensemble runs with different seeds share no member).
     Each member is an ordinary run, calibrated on its own; ``predict``, ``evaluate`` and ``serve`` given the
-    folder average their calibrated probabilities. Members share one validation split: when the data has none,
+    folder average their calibrated probabilities, judged at the threshold that ``calibrate`` then picks on the
+    ensemble's own validation scores (``calibration.json``). Members share one validation split: when the data has none,
     the first member's held-out images (its ``split.csv``) are the others' too. ``resume`` continues the member
     that was interrupted and starts those not yet begun."""
     run_dir = Path(cfg.out)
@@ -448,6 +449,14 @@ def train_members(cfg: TrainConfig, resume: bool = False) -> Path:
         print(f"ensemble member {k + 1} of {cfg.members}: {member_dir} (seed {member.seed})", file=sys.stderr,
               flush=True)
         train(member, resume=(member_dir / "last.pt").is_file())
+    if distributed.is_main() and cfg.calibrate:
+        from .calibrate import calibrate_ensemble, ensemble_calibrated
+
+        if not ensemble_calibrated(run_dir, cfg.calibrate):
+            r = calibrate_ensemble(run_dir, cfg.data, cfg.calibrate, workers=cfg.workers)
+            print(f"ensemble threshold {r['threshold']:.4f} ({cfg.calibrate}) fitted on its {r['n_valid']} validation "
+                  f"scores (the mean of the members': {r['mean_of_members']:.4f}): {r['path']}", file=sys.stderr,
+                  flush=True)
     return run_dir
 
 
