@@ -147,7 +147,7 @@ def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | N
             calibration.append([f"{s['seed']}, ensemble", "-", fmt(s["m"]["threshold"]),
                                 s["m"]["calibration"]["policy"], "-", fmt(s["valid_auc"]), "-", "-"])
     members = len(seeds[0]["models"])
-    judged = ("a threshold picked by the same policy on those mean probabilities for the valid split (the run's "
+    judged = ("a threshold picked by the same policy\non those mean probabilities for the valid split (the run's "
               "calibration.json)" if "ensemble's valid scores" in seeds[0]["m"]["calibration"]["policy"] else
               "the mean of their thresholds")
     ensemble_note = "" if members == 1 else f"""

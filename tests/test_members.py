@@ -103,6 +103,7 @@ def test_export_and_card_cover_every_member(pair_run, tmp_path):
     # predict --backend auto now finds each member's export
     res = fakeface("predict", "--checkpoint", out, data / "test", "--workers", "0")
     assert res.returncode == 0 and res.stderr.count("backend: onnx") == 2, res.stderr
+    assert "recalibrated" not in res.stderr  # the exports carry the calibration the ensemble threshold was fitted on
 
     card = write_card(out).read_text()
     members = [load_checkpoint(m) for m in ensemble_members(out)]
