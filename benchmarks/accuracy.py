@@ -75,10 +75,12 @@ def evaluate_once(checkpoints: list[Path], data: str, out: Path, n_boot: int, pe
     rewriting the doc after an interrupted or parallel run re-scores nothing. Run folders stand for their
     best.pt, ensemble run folders for their members' (and, one alone, for its own threshold)."""
     files = [checkpoint_file(c) for c in expand_checkpoints(checkpoints)]
-    own = [Path(c) / ENSEMBLE_CALIBRATION for c in checkpoints if (Path(c) / ENSEMBLE_CALIBRATION).is_file()]
     key = {"checkpoints": [file_sha256(c) for c in files], "data": str(Path(data).resolve()),
-           "bootstrap": n_boot, "perturb": perturb, **({"split": split} if split != "test" else {}),
-           **({"ensemble_thresholds": [json.loads(p.read_text()) for p in own]} if own else {})}
+           "bootstrap": n_boot, "perturb": perturb, **({"split": split} if split != "test" else {})}
+    own = Path(checkpoints[0]) / ENSEMBLE_CALIBRATION  # an ensemble run's own threshold: applied to one run alone
+    if len(checkpoints) == 1 and own.is_file():
+        record = json.loads(own.read_text())
+        key["ensemble_threshold"] = [record.get("threshold"), record.get("threshold_policy")]
     stamp = out / "accuracy-benchmark.json"
     if stamp.is_file() and (out / "metrics.json").is_file() and json.loads(stamp.read_text()) == key:
         print(f"reusing {out / 'metrics.json'} (same checkpoints, data and settings)", flush=True)

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from conftest import make_folder_dataset, noise_image
 from fakeface.calibrate import calibrate, pick_threshold
 from fakeface.card import write_card
-from fakeface.checkpoint import CheckpointError, ensemble_members, load_checkpoint
+from fakeface.checkpoint import CheckpointError, ensemble_members, load_checkpoint, save_atomic
 from fakeface.evaluate import evaluate
 from fakeface.export import load_detector
 from fakeface.predict import Ensemble, predict_paths
@@ -67,15 +67,18 @@ def test_the_folder_is_one_detector_for_predict_evaluate_and_serve(pair_run, tmp
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     np.testing.assert_allclose([r["p_fake"] for r in rows], np.mean(singles, axis=0), atol=1e-6)
     assert res.stderr.count("backend:") == 2  # one backend choice per member
+    own = json.loads((out / "calibration.json").read_text())
+    assert f"threshold {own['threshold']:.3f} (balanced (fitted on the ensemble's valid scores))" in res.stderr
+    assert [r["pred"] for r in rows] == ["fake" if r["p_fake"] >= own["threshold"] else "real" for r in rows]
 
     metrics = evaluate(out, data, tmp_path / "ev", n_boot=0, workers=0, precision="fp32")
     assert len(metrics["ensemble"]["rows"]) == 3
-    assert metrics["threshold"] == json.loads((out / "calibration.json").read_text())["threshold"]
+    assert metrics["threshold"] == own["threshold"]
     assert "fitted on the ensemble's valid scores" in metrics["calibration"]["policy"]
 
     with TestClient(create_app(ServeConfig(checkpoint=str(out), precision="fp32"))) as client:
         info = client.get("/v1/model").json()
-        assert len(info["members"]) == 2
+        assert len(info["members"]) == 2 and info["threshold"] == own["threshold"]
         buf = io.BytesIO()
         noise_image(5, 96).save(buf, format="JPEG")
         r = client.post("/v1/predict", files={"file": ("x.jpg", buf.getvalue(), "image/jpeg")})
@@ -104,6 +107,7 @@ def test_export_and_card_cover_every_member(pair_run, tmp_path):
     res = fakeface("predict", "--checkpoint", out, data / "test", "--workers", "0")
     assert res.returncode == 0 and res.stderr.count("backend: onnx") == 2, res.stderr
     assert "recalibrated" not in res.stderr  # the exports carry the calibration the ensemble threshold was fitted on
+    assert "fitted on the ensemble's valid scores" in res.stderr
 
     card = write_card(out).read_text()
     members = [load_checkpoint(m) for m in ensemble_members(out)]
@@ -114,14 +118,15 @@ def test_export_and_card_cover_every_member(pair_run, tmp_path):
 
     calibrate(out / "member1" / "best.pt", data, "0.123")  # the ensemble threshold no longer fits its members
     mean = np.mean([m["threshold"] for m in map(load_checkpoint, ensemble_members(out))])
-    assert f"| ensemble threshold | {mean:.4f} (the mean of the members') |" in write_card(out).read_text()
+    assert f"| ensemble threshold | {mean:.4f} (the mean of the members'); {out / 'calibration.json'} no longer fits" \
+        in write_card(out).read_text()
 
 
 def valid_scores(data, run):
     """(labels, each member's calibrated P(fake)) on the valid split, member by member, as one model each."""
     paths = sorted(str(p) for p in (data / "valid").rglob("*.jpg"))
     y = np.array([int("/fake/" in p) for p in paths])
-    return y, np.array([[r["p_fake"] for r in predict_paths(load_detector(m, precision="fp32"), paths, workers=0)]
+    return y, np.array([[r["p_fake"] for r in predict_paths(load_detector(m), paths, workers=0)]  # as calibrated
                         for m in ensemble_members(run)])
 
 
@@ -144,7 +149,7 @@ def test_the_ensemble_threshold_is_fitted_on_its_own_valid_scores(pair_run, tmp_
     out = tmp_path / "run"
     shutil.copytree(run, out)
     calibrate(out / "member0" / "best.pt", data, "0.123")  # a fixed threshold: surely another
-    with pytest.warns(UserWarning, match="recalibrated or retrained"):
+    with pytest.warns(UserWarning, match="recalibrated, retrained"):
         stale = load_detector(out, precision="fp32")
     assert stale.threshold == pytest.approx(np.mean([m.threshold for m in stale.members]))
 
@@ -161,9 +166,19 @@ def test_the_ensemble_threshold_is_fitted_on_its_own_valid_scores(pair_run, tmp_
         warnings.simplefilter("error")
         assert load_detector(out, precision="fp32").threshold == refit["threshold"]
 
-    (out / "calibration.json").write_text("{not json")
-    res = fakeface("predict", "--checkpoint", out, data / "test", "--workers", "0")
-    assert res.returncode == 2 and "cannot read the ensemble threshold" in res.stderr and "Traceback" not in res.stderr
+    for broken in ("{not json", json.dumps({**refit, "threshold": float("nan")}), json.dumps({"threshold": 0.5})):
+        (out / "calibration.json").write_text(broken)
+        res = fakeface("predict", "--checkpoint", out, data / "test", "--workers", "0")
+        assert res.returncode == 2 and "cannot read the ensemble threshold" in res.stderr, broken
+        assert "Traceback" not in res.stderr
+
+    # scoring differently (test-time augmentation) makes it stale too, though temperature and threshold stay
+    (out / "calibration.json").write_text(json.dumps(refit))
+    member = load_checkpoint(out / "member1")
+    member["tta"] = None if member.get("tta") else "flip"
+    save_atomic({k: v for k, v in member.items() if k != "path"}, out / "member1" / "best.pt")
+    with pytest.warns(UserWarning, match="recalibrated, retrained"):
+        load_detector(out, precision="fp32")
 
 
 def test_interrupted_ensemble_resumes_where_it_stopped(tiny_run, tmp_path):

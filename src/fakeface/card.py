@@ -115,6 +115,19 @@ ETHICS = """- A verdict is evidence, not proof: never act against a person on th
 - Detectors and generators co-evolve; re-evaluate on current generators regularly."""
 
 
+def _ensemble_threshold(run_dir: Path, members: list[dict]) -> str:
+    """The threshold an ensemble run is judged at, as predict applies it (see Ensemble.use_run_calibration)."""
+    mean = f"{fmt(sum(m.get('threshold', 0.5) for m in members) / len(members), 4)} (the mean of the members')"
+    path = run_dir / ENSEMBLE_CALIBRATION
+    if not path.is_file():
+        return mean
+    if not ensemble_calibrated(run_dir, None):
+        return f"{mean}; {path} no longer fits the members or cannot be read: `fakeface calibrate` refits it"
+    r = json.loads(path.read_text())
+    return (f"{fmt(r['threshold'], 4)} ({r.get('threshold_policy')}, fitted on the ensemble's own scores of "
+            f"{r.get('n_valid')} validation images: FPR {fmt(r.get('fpr'))}, TPR {fmt(r.get('tpr'))})")
+
+
 def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                evaluations: list[str | os.PathLike] | None = None) -> Path:
     """Write ``MODEL_CARD.md`` for the run in ``run_dir`` (its best.pt) and return its path. For an ensemble run
@@ -166,14 +179,7 @@ def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     recipe = {k: cfg.get(k) for k in ("epochs", "batch_size", "lr", "backbone_lr_scale", "freeze_epochs",
                                       "weight_decay", "label_smoothing", "schedule", "precision", "seed") if k in cfg}
     augment = ", ".join(f"{k}={v}" for k, v in (cfg.get("augment") or {}).items() if k.endswith("_p")) or "defaults"
-    own = ensemble and ensemble_calibrated(run_dir, None)
-    record = json.loads((run_dir / ENSEMBLE_CALIBRATION).read_text()) if own else {}
-    threshold = [
-        *([["ensemble threshold",
-            f"{fmt(record['threshold'], 4)} ({record['threshold_policy']}, fitted on the ensemble's own scores of "
-            f"{record['n_valid']} validation images: FPR {fmt(record['fpr'])}, TPR {fmt(record['tpr'])})" if own else
-            f"{fmt(sum(m.get('threshold', 0.5) for m in members) / len(members))} (the mean of the members')"]]
-          if ensemble else []),
+    threshold = [*([["ensemble threshold", _ensemble_threshold(run_dir, members)]] if ensemble else []),
         ["threshold", each(lambda m: m.get("threshold"), 4)], ["policy", ckpt.get("threshold_policy", "default")],
         ["temperature", each(lambda m: m.get("temperature"), 3)],
         ["fitted on", f"{calib['n_valid']} validation images (never the test split)" if calib else

@@ -83,13 +83,15 @@ def ensemble_members(path: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[6:]))
 
 
-def calibration_fingerprint(members) -> list[list[float]]:
-    """The (temperature, threshold) of each member - checkpoint dicts or detectors - that an ensemble threshold
-    is fitted on top of: recalibrating or retraining a member changes it."""
-    def get(m, key, default):
-        return m.get(key, default) if isinstance(m, dict) else getattr(m, key)
+def calibration_fingerprint(members) -> list[list]:
+    """The (temperature, threshold, test-time augmentation) of each member - checkpoint dicts or detectors - that
+    an ensemble threshold is fitted on top of: recalibrating or retraining a member, or changing how it scores
+    (``tta``), changes it."""
+    def fields(m) -> tuple:
+        d = m if isinstance(m, dict) else {**m.checkpoint, "temperature": m.temperature, "threshold": m.threshold}
+        return float(d.get("temperature", 1.0)), float(d.get("threshold", 0.5)), d.get("tta")
 
-    return [[round(float(get(m, "temperature", 1.0)), 6), round(float(get(m, "threshold", 0.5)), 6)] for m in members]
+    return [[round(t, 6), round(th, 6), tta] for t, th, tta in map(fields, members)]
 
 
 def expand_checkpoints(paths) -> list[Path]:

@@ -139,18 +139,21 @@ class Ensemble(BaseDetector):
             return False
         try:
             record = json.loads(path.read_text())
-            threshold = float(record["threshold"])
+            threshold, policy = float(record["threshold"]), str(record["threshold_policy"])
+            if not 0 <= threshold <= 1:
+                raise ValueError(f"threshold {threshold} is not in [0, 1]")
         except (OSError, ValueError, TypeError, KeyError) as e:
-            raise CheckpointError(f"cannot read the ensemble threshold {path} ({e}): `fakeface calibrate "
-                                  f"--checkpoint {run_dir}` writes it again") from None
+            raise CheckpointError(f"cannot read the ensemble threshold {path} ({type(e).__name__}: {e}): "
+                                  f"`fakeface calibrate --checkpoint {run_dir}` writes it again") from None
         if record.get("members") != calibration_fingerprint(self.members):
-            stale = (f"{path} was fitted on members since recalibrated or retrained, so the mean of theirs is used: "
-                     f"`fakeface calibrate --checkpoint {run_dir}` refits it")
+            stale = (f"{path} was fitted on members since recalibrated, retrained or set to another test-time "
+                     f"augmentation, so the mean of theirs is used: `fakeface calibrate --checkpoint {run_dir}` "
+                     "refits it")
             warnings.warn(stale, stacklevel=2)
             self.checkpoint["threshold_policy"] += f"; {stale}"
             return False
         self.threshold = threshold
-        self.checkpoint["threshold_policy"] = f"{record['threshold_policy']} (fitted on the ensemble's valid scores)"
+        self.checkpoint["threshold_policy"] = f"{policy} (fitted on the ensemble's valid scores)"
         return True
 
     @property

@@ -452,7 +452,7 @@ def train_members(cfg: TrainConfig, resume: bool = False) -> Path:
     if distributed.is_main() and cfg.calibrate:
         from .calibrate import calibrate_ensemble, ensemble_calibrated
 
-        if not ensemble_calibrated(run_dir, cfg.calibrate):
+        if not ensemble_calibrated(run_dir, cfg.calibrate):  # scored as predict scores by default, like the members
             r = calibrate_ensemble(run_dir, cfg.data, cfg.calibrate, workers=cfg.workers)
             print(f"ensemble threshold {r['threshold']:.4f} ({cfg.calibrate}) fitted on its {r['n_valid']} validation "
                   f"scores (the mean of the members': {r['mean_of_members']:.4f}): {r['path']}", file=sys.stderr,
