@@ -27,10 +27,12 @@ from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
 from .checkpoint import (
     ENSEMBLE_CALIBRATION,
+    CheckpointError,
     calibration_fingerprint,
     checkpoint_file,
     ensemble_members,
     load_checkpoint,
+    read_ensemble_calibration,
     save_atomic,
 )
 from .data import DataError, discover, read_split_csv
@@ -144,6 +146,7 @@ def calibrate_ensemble(run_dir: str | os.PathLike, data: str | os.PathLike | Non
     threshold) it was fitted on top of. Calibrate the members first: their temperatures make the probabilities
     that are averaged."""
     from .export import load_detector
+    from .report import _atomic_write_text
 
     parse_policy(policy)
     run_dir = Path(run_dir)
@@ -166,23 +169,18 @@ def calibrate_ensemble(run_dir: str | os.PathLike, data: str | os.PathLike | Non
               "tpr": float(flagged[y == 1].mean()) if (y == 1).any() else None,
               "mean_of_members": float(np.mean([m.threshold for m in detector.members])),
               "members": calibration_fingerprint(detector.members)}
-    tmp = run_dir / f".{ENSEMBLE_CALIBRATION}.{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, run_dir / ENSEMBLE_CALIBRATION)
+    _atomic_write_text(run_dir / ENSEMBLE_CALIBRATION, json.dumps(record, indent=2) + "\n")
     return {**record, "path": str(run_dir / ENSEMBLE_CALIBRATION)}
 
 
 def ensemble_calibrated(run_dir: str | os.PathLike, policy: str | None) -> bool:
     """Whether ``run_dir/calibration.json`` holds a threshold fitted on the members as they are now (and by
     ``policy``, unless None)."""
-    path = Path(run_dir) / ENSEMBLE_CALIBRATION
-    if not path.is_file():
-        return False
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        record = read_ensemble_calibration(run_dir)
+    except CheckpointError:
         return False
-    if not isinstance(record, dict):
+    if record is None:
         return False
     now = calibration_fingerprint(load_checkpoint(m) for m in ensemble_members(run_dir))
     return policy in (None, record.get("threshold_policy")) and record.get("members") == now

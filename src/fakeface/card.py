@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .calibrate import ensemble_calibrated
-from .checkpoint import ENSEMBLE_CALIBRATION, ensemble_members, load_checkpoint
+from .checkpoint import ENSEMBLE_CALIBRATION, ensemble_members, load_checkpoint, read_ensemble_calibration
 from .data import DataError, class_counts, discover
 from .models import create_model
 
@@ -123,7 +123,7 @@ def _ensemble_threshold(run_dir: Path, members: list[dict]) -> str:
         return mean
     if not ensemble_calibrated(run_dir, None):
         return f"{mean}; {path} no longer fits the members or cannot be read: `fakeface calibrate` refits it"
-    r = json.loads(path.read_text())
+    r = read_ensemble_calibration(run_dir)
     return (f"{fmt(r['threshold'], 4)} ({r.get('threshold_policy')}, fitted on the ensemble's own scores of "
             f"{r.get('n_valid')} validation images: FPR {fmt(r.get('fpr'))}, TPR {fmt(r.get('tpr'))})")
 

@@ -8,6 +8,7 @@ optimizer, scheduler, scaler, epoch, RNG state and metric history. ``predict``, 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -92,6 +93,23 @@ def calibration_fingerprint(members) -> list[list]:
         return float(d.get("temperature", 1.0)), float(d.get("threshold", 0.5)), d.get("tta")
 
     return [[round(t, 6), round(th, 6), tta] for t, th, tta in map(fields, members)]
+
+
+def read_ensemble_calibration(run_dir: str | os.PathLike) -> dict | None:
+    """An ensemble run's own threshold record (``run_dir/calibration.json``), or None when it has none; a file
+    without a threshold in [0, 1] and its policy raises :class:`CheckpointError`."""
+    path = Path(run_dir) / ENSEMBLE_CALIBRATION
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        record["threshold"], record["threshold_policy"] = float(record["threshold"]), str(record["threshold_policy"])
+        if not 0 <= record["threshold"] <= 1:
+            raise ValueError(f"threshold {record['threshold']} is not in [0, 1]")
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"cannot read the ensemble threshold {path} ({type(e).__name__}: {e}): "
+                              f"`fakeface calibrate --checkpoint {run_dir}` writes it again") from None
+    return record
 
 
 def expand_checkpoints(paths) -> list[Path]:

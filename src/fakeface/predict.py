@@ -8,7 +8,6 @@ nothing holds more than a few batches of decoded images at once.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections import deque
@@ -24,10 +23,10 @@ from PIL import Image
 from . import CLASS_NAMES, distributed
 from .checkpoint import (
     ENSEMBLE_CALIBRATION,
-    CheckpointError,
     calibration_fingerprint,
     load_checkpoint,
     model_from_checkpoint,
+    read_ensemble_calibration,
 )
 from .data import UNLABELLED, FaceDataset, Sample, collate, default_workers
 from .images import DEFAULT_MAX_PIXELS
@@ -134,26 +133,19 @@ class Ensemble(BaseDetector):
         """Judge at the threshold fitted on this ensemble's own validation scores (``run_dir/calibration.json``,
         written by :func:`fakeface.calibrate.calibrate_ensemble`) when it was fitted on these members as they
         are now; otherwise keep the mean of theirs, and say why in the policy. True when it was applied."""
-        path = Path(run_dir) / ENSEMBLE_CALIBRATION
-        if not path.is_file():
+        record = read_ensemble_calibration(run_dir)
+        if record is None:
             return False
-        try:
-            record = json.loads(path.read_text())
-            threshold, policy = float(record["threshold"]), str(record["threshold_policy"])
-            if not 0 <= threshold <= 1:
-                raise ValueError(f"threshold {threshold} is not in [0, 1]")
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            raise CheckpointError(f"cannot read the ensemble threshold {path} ({type(e).__name__}: {e}): "
-                                  f"`fakeface calibrate --checkpoint {run_dir}` writes it again") from None
         if record.get("members") != calibration_fingerprint(self.members):
+            path = Path(run_dir) / ENSEMBLE_CALIBRATION
             stale = (f"{path} was fitted on members since recalibrated, retrained or set to another test-time "
                      f"augmentation, so the mean of theirs is used: `fakeface calibrate --checkpoint {run_dir}` "
                      "refits it")
             warnings.warn(stale, stacklevel=2)
             self.checkpoint["threshold_policy"] += f"; {stale}"
             return False
-        self.threshold = threshold
-        self.checkpoint["threshold_policy"] = f"{policy} (fitted on the ensemble's valid scores)"
+        self.threshold = record["threshold"]
+        self.checkpoint["threshold_policy"] = f"{record['threshold_policy']} (fitted on the ensemble's valid scores)"
         return True
 
     @property
