@@ -152,6 +152,11 @@ def test_the_ensemble_threshold_is_fitted_on_its_own_valid_scores(pair_run, tmp_
     with pytest.warns(UserWarning, match="recalibrated, retrained"):
         stale = load_detector(out, precision="fp32")
     assert stale.threshold == pytest.approx(np.mean([m.threshold for m in stale.members]))
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as env:
+        warnings.simplefilter("error")
+        env.setenv("RANK", "1")  # another torchrun process: rank 0 alone says it
+        other = load_detector(out, precision="fp32")
+    assert other.threshold == stale.threshold and "recalibrated, retrained" in other.describe()["threshold policy"]
 
     res = fakeface("calibrate", "--checkpoint", out, "--data", data, "--policy", "fpr=0.25", "--workers", "0")
     assert res.returncode == 0, res.stderr
@@ -179,6 +184,33 @@ def test_the_ensemble_threshold_is_fitted_on_its_own_valid_scores(pair_run, tmp_
     save_atomic({k: v for k, v in member.items() if k != "path"}, out / "member1" / "best.pt")
     with pytest.warns(UserWarning, match="recalibrated, retrained"):
         load_detector(out, precision="fp32")
+
+
+def test_a_threshold_fitted_by_calibrate_is_refitted_when_training_changes_the_tta(tiny_run, tmp_path):
+    """A run trained without `calibrate:`, calibrated afterwards by `fakeface calibrate`, then resumed with another
+    test-time augmentation: each member's threshold and the ensemble's are refitted by the policy they were fitted
+    by, on the scores the new augmentation gives (not left at thresholds picked on other scores)."""
+    data, _ = tiny_run
+    out = tmp_path / "run"
+    cfg = {**TINY, "calibrate": None}
+    train(TrainConfig(data=str(data), out=str(out), members=2, **cfg))
+    assert not (out / "calibration.json").exists()
+    res = fakeface("calibrate", "--checkpoint", out, "--data", data, "--policy", "fpr=0.25", "--workers", "0")
+    assert res.returncode == 0, res.stderr
+    before = json.loads((out / "calibration.json").read_text())
+
+    train(TrainConfig(data=str(data), out=str(out), members=2, tta="flip", **cfg), resume=True)
+    for member in ensemble_members(out):
+        ckpt = load_checkpoint(member)
+        assert ckpt["tta"] == "flip" and ckpt["calibration"]["tta"] == "flip"
+        assert ckpt["threshold_policy"] == "fpr=0.25"
+    refit = json.loads((out / "calibration.json").read_text())
+    assert refit["threshold_policy"] == "fpr=0.25" and refit["members"] != before["members"]
+    y, member_p = valid_scores(data, out)  # now with flips, as the members score
+    assert refit["threshold"] == pytest.approx(pick_threshold(y, member_p.mean(axis=0), "fpr=0.25"), abs=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not stale
+        assert load_detector(out, precision="fp32").threshold == refit["threshold"]
 
 
 def test_interrupted_ensemble_resumes_where_it_stopped(tiny_run, tmp_path):

@@ -141,7 +141,8 @@ class Ensemble(BaseDetector):
             stale = (f"{path} was fitted on members since recalibrated, retrained or set to another test-time "
                      f"augmentation, so the mean of theirs is used: `fakeface calibrate --checkpoint {run_dir}` "
                      "refits it")
-            warnings.warn(stale, stacklevel=2)
+            if distributed.is_main():  # under torchrun, said once
+                warnings.warn(stale, stacklevel=2)
             self.checkpoint["threshold_policy"] += f"; {stale}"
             return False
         self.threshold = record["threshold"]

@@ -37,7 +37,14 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from . import CLASS_NAMES, distributed
 from .augment import AugmentConfig, mix_batch
-from .checkpoint import load_checkpoint, make_checkpoint, save_atomic, unwrap_model
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    make_checkpoint,
+    read_ensemble_calibration,
+    save_atomic,
+    unwrap_model,
+)
 from .data import (
     DataError,
     FaceDataset,
@@ -385,10 +392,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             _train(cfg, run_dir, state, device)
         best_path = run_dir / "best.pt"
         if main and (cfg.calibrate or cfg.tta) and not _post_training_done(cfg, state, best_path):
-            if cfg.calibrate:
+            # a best.pt calibrated before (e.g. by `fakeface calibrate`) whose test-time augmentation changes is
+            # refitted by its own policy: its threshold was picked on scores it no longer gives
+            policy = cfg.calibrate or _fitted_policy(load_checkpoint(best_path))
+            if policy:
                 from .calibrate import calibrate
 
-                r = calibrate(best_path, cfg.data, cfg.calibrate, workers=cfg.workers, tta=cfg.tta or "none")
+                r = calibrate(best_path, cfg.data, policy, workers=cfg.workers, tta=cfg.tta or "none")
                 log.info("calibrated best.pt on the validation split: temperature %.3f, threshold %.4f (%s), "
                          "test-time augmentation %s", r["temperature"], r["threshold"], r["policy"],
                          r["tta"] or "none")
@@ -449,15 +459,33 @@ def train_members(cfg: TrainConfig, resume: bool = False) -> Path:
         print(f"ensemble member {k + 1} of {cfg.members}: {member_dir} (seed {member.seed})", file=sys.stderr,
               flush=True)
         train(member, resume=(member_dir / "last.pt").is_file())
-    if distributed.is_main() and cfg.calibrate:
-        from .calibrate import calibrate_ensemble, ensemble_calibrated
-
-        if not ensemble_calibrated(run_dir, cfg.calibrate):  # scored as predict scores by default, like the members
-            r = calibrate_ensemble(run_dir, cfg.data, cfg.calibrate, workers=cfg.workers)
-            print(f"ensemble threshold {r['threshold']:.4f} ({cfg.calibrate}) fitted on its {r['n_valid']} validation "
-                  f"scores (the mean of the members': {r['mean_of_members']:.4f}): {r['path']}", file=sys.stderr,
-                  flush=True)
+    if distributed.is_main():
+        _fit_ensemble_threshold(run_dir, cfg)
     return run_dir
+
+
+def _fit_ensemble_threshold(run_dir: Path, cfg: TrainConfig) -> None:
+    """Fit ``run_dir/calibration.json`` by ``cfg.calibrate`` unless it already fits the members as they are; with
+    no policy asked for, a threshold fitted before (e.g. by ``fakeface calibrate``) that no longer fits them (a
+    member's test-time augmentation changed) is refitted by its own policy."""
+    from .calibrate import calibrate_ensemble, ensemble_calibrated
+
+    try:
+        fitted = read_ensemble_calibration(run_dir)
+    except CheckpointError:
+        fitted = None
+    policy = cfg.calibrate or (fitted or {}).get("threshold_policy")
+    if policy and not ensemble_calibrated(run_dir, policy):  # scored as predict scores by default, like members
+        r = calibrate_ensemble(run_dir, cfg.data, policy, workers=cfg.workers)
+        print(f"ensemble threshold {r['threshold']:.4f} ({policy}) fitted on its {r['n_valid']} validation "
+              f"scores (the mean of the members': {r['mean_of_members']:.4f}): {r['path']}", file=sys.stderr,
+              flush=True)
+
+
+def _fitted_policy(ckpt: dict) -> str | None:
+    """The threshold policy a checkpoint was calibrated by, or None if it never was."""
+    policy = ckpt.get("threshold_policy")
+    return None if policy in (None, "default") else policy
 
 
 def _post_training_done(cfg: TrainConfig, state: dict | None, best_path: Path) -> bool:
