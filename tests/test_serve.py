@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import socket
@@ -16,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import noise_image
+from fakeface.images import DEFAULT_MAX_PIXELS
 from fakeface.predict import Detector
 from fakeface.serve import ServeConfig, create_app, is_loopback
 from test_data import _png_bomb
@@ -78,11 +80,55 @@ def test_decompression_bomb_refused_before_decoding(client, tmp_path):
     _png_bomb(tmp_path / "bomb.png")
     r = client.post("/v1/predict", files={"file": ("bomb.png", (tmp_path / "bomb.png").read_bytes(), "image/png")})
     assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large"
+    assert r.json()["error"]["message"] == f"image too large: 10,000,000,000 pixels (limit {DEFAULT_MAX_PIXELS:,})"
 
 
 def test_missing_file_field_is_422(client):
     r = client.post("/v1/predict", data={"nothing": "here"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+
+
+def test_requests_the_api_cannot_take_get_one_clear_error(client):
+    good, bad = jpeg_bytes(2), b"not a picture"
+    two = [("file", ("a.jpg", good)), ("file", ("b.jpg", bad))]
+    for files in (two, two[::-1]):
+        r = client.post("/v1/predict", files=files)  # neither the last nor the first may silently win
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "one_file_per_request")
+    for r in (client.post("/v1/predict", data={"file": "hello"}),  # a text field, not a file
+              client.post("/v1/predict", content=good, headers={"content-type": "image/jpeg"})):  # not multipart
+        assert r.status_code == 422 and "multipart/form-data" in r.json()["error"]["message"]
+
+    def chunks():  # a file sent without a Content-Length: counted as it streams in
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+        yield from [b"\0" * 50_000] * 20
+    r = client.post("/v1/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.request.headers.get("content-length") is None
+    assert (r.status_code, r.json()["error"]["code"]) == (413, "upload_too_large")
+
+    r = client.delete("/v1/model")
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD"} and r.json()["error"]
+    assert client.head("/healthz").status_code == 200
+
+
+def test_face_search_on_a_thin_image_scores_it_whole(client):
+    buf = io.BytesIO()
+    noise_image(0, 64).resize((1, 5000)).save(buf, format="PNG")  # shrunk for the search: 0 px wide before
+    r = client.post("/v1/predict?detect_faces=true", files={"file": ("thin.png", buf.getvalue())})
+    assert r.status_code == 200 and r.json()["faces_found"] == 0 and r.json()["faces"][0]["whole_image"]
+
+
+def test_an_unexpected_failure_is_a_json_500_and_the_server_goes_on(checkpoint, monkeypatch):
+    from fakeface.faces import FaceDetector
+
+    def broken(self, img):
+        raise RuntimeError("boom")
+    app = create_app(ServeConfig(checkpoint=str(checkpoint), precision="fp32"))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        monkeypatch.setattr(FaceDetector, "detect", broken)
+        r = c.post("/v1/predict?detect_faces=true", files={"file": ("a.jpg", jpeg_bytes(1))})
+        assert r.status_code == 500 and r.json()["error"] == {
+            "code": "internal_error", "message": "the server failed on this request (RuntimeError); it is logged"}
+        assert c.post("/v1/predict", files={"file": ("a.jpg", jpeg_bytes(1))}).status_code == 200
 
 
 def test_api_key_is_required_when_set(checkpoint):
@@ -190,6 +236,13 @@ def test_real_server_over_http(checkpoint, tmp_path):
             body, form = _multipart(payload)
             status, out = _call(f"{base}/v1/predict", body, {**form, **key})
             assert (status, out["error"]["code"]) == (want_status, want_code), name
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)  # no Content-Length: a 2 MB file in chunks
+        head = _multipart(b"")[0].split(b"\r\n--fakefaceboundary--")[0]
+        conn.request("POST", "/v1/predict", body=iter([head] + [b"\0" * 65536] * 32), encode_chunked=True,
+                     headers={**form, **key})
+        answer = conn.getresponse()
+        assert (answer.status, json.load(answer)["error"]["code"]) == (413, "upload_too_large")
+        conn.close()
         body, form = _multipart(jpeg_bytes(5), field="picture")
         assert _call(f"{base}/v1/predict", body, {**form, **key})[0] == 422  # no "file" field
         body, form = _multipart(jpeg_bytes(5))
@@ -201,6 +254,21 @@ def test_real_server_over_http(checkpoint, tmp_path):
         logs = proc.communicate(timeout=30)[0]
     assert "\\x89PNG" not in logs and "IHDR" not in logs and "JFIF" not in logs  # no image bytes in the logs
     assert "POST /v1/predict" in logs  # the access log is there, just without bodies
+
+
+def test_serve_refuses_what_it_cannot_start_with_one_line(checkpoint, tmp_path):
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    cases = {"not a PyTorch checkpoint": ["--checkpoint", tmp_path / "text.pt"],
+             "(an empty file)": ["--checkpoint", tmp_path / "empty.pt"],
+             "port must be 0-65535": ["--checkpoint", checkpoint, "--port", "99999"],
+             "upload limit must be positive": ["--checkpoint", checkpoint, "--max-upload-mb", "-1"]}
+    for reason, args in cases.items():
+        res = subprocess.run([sys.executable, "-m", "fakeface", "serve", *map(str, args)], capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, (args, res.stderr)
+        assert res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert reason in res.stderr and "weights_only" not in res.stderr, res.stderr
 
 
 def test_cors_only_when_configured_and_uploads_kept_only_when_asked(checkpoint, tmp_path):

@@ -139,8 +139,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except Exception as e:  # torch's own messages (e.g. advice to load unsafely) would mislead here
+        what = "an empty file" if path.is_file() and path.stat().st_size == 0 else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or a truncated or damaged "
+                              f"one ({what})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fakeface checkpoint (a facenet weights file goes to --init-weights)")
     ckpt["path"] = str(path)

@@ -51,7 +51,7 @@ class FaceDetector:
 
     def detect(self, img: Image.Image) -> list[Face]:
         scale = min(1.0, self.max_side / max(img.size))
-        small = img if scale == 1.0 else img.resize((round(img.width * scale), round(img.height * scale)))
+        small = img if scale == 1.0 else img.resize([max(1, round(n * scale)) for n in img.size])
         gray = np.asarray(small.convert("L"))
         side = max(24, int(min(gray.shape) * self.min_size_fraction))
         boxes = self.cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -109,8 +110,11 @@ def _decode(source, max_pixels: int | None, min_side: int | None) -> Image.Image
         raise
     except UnidentifiedImageError as e:
         raise ImageLoadError("not an image (unrecognised format)") from e
-    except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"image too large: {e}") from e
+    except Image.DecompressionBombError as e:  # Pillow's own cap, checked on open: say ours
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(pixels[1]):,} pixels" if pixels else "beyond what Pillow opens"
+        limit = min(n for n in (max_pixels, 2 * Image.MAX_IMAGE_PIXELS) if n is not None)
+        raise ImageLoadError(f"image too large: {size} (limit {limit:,})") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(f"corrupt or truncated image: {e}") from e
     return to_rgb(img)

@@ -2,8 +2,10 @@
 
 The model is loaded once, in the app's lifespan. Uploads are decoded in a worker thread, and inference runs
 off the event loop in a :class:`MicroBatcher`, which groups concurrent requests into one batch (waiting at
-most ``max_wait_ms`` for company), so throughput under load approaches batch throughput. Uploads stay in
-memory unless ``keep_uploads`` names a folder, and no log line contains image bytes.
+most ``max_wait_ms`` for company), so throughput under load approaches batch throughput. Uploads are not
+stored unless ``keep_uploads`` names a folder: the request body is read up to the upload limit (FastAPI's
+``max_body_size``, also for bodies sent without a length), Starlette keeps the first megabyte of a file in
+memory and the rest in an anonymous temporary file, gone with the request; no log line contains image bytes.
 
 Errors always have the shape ``{"error": {"code": str, "message": str}}``.
 """
@@ -51,6 +53,9 @@ class ServeConfig:
     max_wait_ms: float = 20.0
     device: str = "auto"
     precision: str = "auto"
+
+
+MULTIPART_OVERHEAD = 64 * 1024  # a request's body may exceed the upload limit by this much (boundaries, headers)
 
 
 class ApiError(Exception):
@@ -130,15 +135,18 @@ def _headline(ckpt: dict) -> dict:
     return {k: best.get(k) for k in ("epoch", "val_loss", "val_acc", "val_auc")}
 
 
-def create_app(config: ServeConfig) -> FastAPI:
-    """The API and web page for one checkpoint."""
+def create_app(config: ServeConfig, detector=None) -> FastAPI:
+    """The API and web page for one checkpoint; ``detector``: the one :func:`~fakeface.export.load_detector`
+    already loaded from it (else it is loaded when the app starts)."""
     from .export import load_detector
 
     state: dict = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        detector = load_detector(config.checkpoint, device=config.device, precision=config.precision)
+        nonlocal detector
+        if detector is None:
+            detector = load_detector(config.checkpoint, device=config.device, precision=config.precision)
         state["faces"] = FaceDetector()
         # one micro-batcher per model: an ensemble's members batch (and may preprocess) independently
         batchers = [MicroBatcher(m.scorer.logits, config.max_batch, config.max_wait_ms) for m in detector.members]
@@ -152,6 +160,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             await b.stop()
         state.clear()
 
+    body_limit = config.max_upload_bytes + MULTIPART_OVERHEAD
     app = FastAPI(title="fakeface", version=__version__, lifespan=lifespan,
                   description="Tells real face photos from generated (GAN / deepfake) ones. "
                               "Fake is the positive class: P(fake) = probability the image is generated.")
@@ -168,12 +177,27 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
+        if tuple(first.get("loc", ())) == ("body", "file"):  # missing, a text field, or not multipart at all
+            return error_response(422, "invalid_request", "send one image as the file field `file` of a "
+                                  "multipart/form-data body (curl -F file=@face.jpg)")
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, "http_error", str(exc.detail))
+        if exc.status_code == 413:  # FastAPI's body limit, counting a body sent without a length
+            return error_response(413, "upload_too_large",
+                                  f"upload exceeds the limit of {config.max_upload_bytes:,} bytes")
+        if exc.status_code == 400 and "Too many files" in str(exc.detail):
+            return error_response(400, "one_file_per_request", "send one image per request (one `file` field)")
+        response = error_response(exc.status_code, "http_error", str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception):  # logged with its traceback by uvicorn
+        return error_response(500, "internal_error", f"the server failed on this request ({type(exc).__name__}); "
+                              "it is logged")
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -183,17 +207,17 @@ def create_app(config: ServeConfig) -> FastAPI:
                 token = header[7:] if header.lower().startswith("bearer ") else ""
                 if not hmac.compare_digest(token.encode(), config.api_key.encode()):
                     return error_response(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > config.max_upload_bytes + 64 * 1024:
+            length = request.headers.get("content-length")  # said up front: answered before reading any of it
+            if length is not None and length.isdigit() and int(length) > body_limit:
                 return error_response(413, "upload_too_large",
                                       f"upload is {int(length):,} bytes; the limit is {config.max_upload_bytes:,}")
         return await call_next(request)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz():
         return {"status": "ok" if "detector" in state else "starting"}
 
-    @app.get("/v1/model")
+    @app.api_route("/v1/model", methods=["GET", "HEAD"])
     async def model_info():
         detector = state["detector"]
         ckpt = detector.checkpoint
@@ -212,7 +236,9 @@ def create_app(config: ServeConfig) -> FastAPI:
             "positive_class": "fake",
         }
 
-    @app.post("/v1/predict")
+    # the route's own body limit counts a body sent without a length; one declared too long the guard answers
+    # first (FastAPI's app-wide limit would replace the JSON error with plain text)
+    @app.post("/v1/predict", max_body_size=body_limit, form_limits={"max_files": 1})
     async def predict(file: UploadFile = File(..., description="An image (JPEG, PNG, WebP, ...)"),
                       detect_faces: bool = Query(False, description="Find faces and score each (for ordinary "
                                                  "photos; already-cropped faces need not)"),
@@ -302,7 +328,15 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecu
     if not is_loopback(host) and config.api_key is None and not insecure:
         raise ValueError(f"binding {host} exposes the API beyond this machine: set --api-key (or FAKEFACE_API_KEY), "
                          "or pass --insecure to do it without one")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0-65535, got {port}")
+    if config.max_upload_bytes <= 0:
+        raise ValueError(f"the upload limit must be positive, got {config.max_upload_bytes:,} bytes")
     for path in [config.checkpoint] if isinstance(config.checkpoint, str) else config.checkpoint:
         if not Path(path).exists():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-    uvicorn.run(create_app(config), host=host, port=port, log_level=os.environ.get("FAKEFACE_LOG_LEVEL", "info"))
+    from .export import load_detector
+
+    detector = load_detector(config.checkpoint, device=config.device, precision=config.precision)  # errors: here
+    uvicorn.run(create_app(config, detector), host=host, port=port,
+                log_level=os.environ.get("FAKEFACE_LOG_LEVEL", "info"))
