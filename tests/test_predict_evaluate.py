@@ -100,7 +100,7 @@ def test_evaluate_writes_metrics_predictions_plots_and_report(trained, tmp_path)
     assert "ROC-AUC" in res.stdout and "skipped 1" in res.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     rows = read_predictions(out / "predictions.csv")
-    assert metrics["images"] == {"scored": 16, "skipped": 1, "split": "test"}
+    assert metrics["images"] == {"scored": 16, "skipped": 1, "split": "test", "data_notes": []}
     assert metrics["skipped"][0]["path"].endswith("zz_broken.jpg") and "empty" in metrics["skipped"][0]["reason"]
     # metrics agree with the predictions file, fake = positive
     y = np.array([r["label"] == "fake" for r in rows], int)

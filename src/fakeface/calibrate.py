@@ -58,9 +58,12 @@ def parse_policy(policy: str) -> tuple[str, float | None]:
     if policy == "balanced":
         return "balanced", None
     if policy.startswith("fpr="):
-        value = float(policy[4:])
-        if not 0 < value < 1:
-            raise ValueError(f"fpr policy needs 0 < fpr < 1, got {value}")
+        try:
+            value = float(policy[4:])
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < 1:  # also NaN and text
+            raise ValueError(f"fpr policy needs a number 0 < fpr < 1 (e.g. fpr=0.01), got {policy!r}")
         return "fpr", value
     try:
         value = float(policy)
@@ -127,7 +130,8 @@ def calibrate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = No
     state.update(temperature=temperature, threshold=threshold, threshold_policy=policy,
                  tta=detector.checkpoint.get("tta"))
     result = {"temperature": temperature, "threshold": threshold, "policy": policy, "tta": state["tta"],
-              "n_valid": len(scored), "roc_auc": float(roc_auc_score(y, logits)) if len(set(y)) == 2 else None,
+              "n_valid": len(scored), "skipped": len(rows) - len(scored),
+              "roc_auc": float(roc_auc_score(y, logits)) if len(set(y)) == 2 else None,
               "ece_before": expected_calibration_error(y, p_raw), "ece_after": expected_calibration_error(y, p_cal),
               "log_loss_before": float(log_loss(y, p_raw, labels=[0, 1])),
               "log_loss_after": float(log_loss(y, p_cal, labels=[0, 1]))}
@@ -135,6 +139,7 @@ def calibrate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = No
     target = Path(out) if out is not None else src
     save_atomic(state, target)
     result["checkpoint"] = str(target)
+    result["skipped_files"] = [f"{r['path']}: {r['error']}" for r in rows if r["error"] is not None]
     return result
 
 

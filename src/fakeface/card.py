@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from . import __version__
@@ -25,6 +26,17 @@ def find_evaluations(run_dir: Path) -> list[Path]:
 
 
 # Markdown helpers, shared with benchmarks/accuracy.py (docs/results.md)
+def read_evaluation(path: Path) -> dict:
+    """An evaluation's metrics.json; ValueError naming the file when it is not one."""
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a metrics.json written by fakeface evaluate ({e})") from None
+    if not isinstance(m, dict) or "accuracy" not in m:
+        raise ValueError(f"{path}: not a metrics.json written by fakeface evaluate (no accuracy in it)")
+    return m
+
+
 def fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -142,11 +154,15 @@ def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         return " / ".join(str(v) if digits is None or v is None else fmt(v, digits) for v in values)
 
     paths = [Path(p) / "metrics.json" if Path(p).is_dir() else Path(p) for p in evaluations or []]
-    paths = paths or find_evaluations(run_dir)
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"no metrics.json at {p} (write one with fakeface evaluate --out)")
-    evals = [(p, json.loads(p.read_text())) for p in paths]
+    evals = [(p, read_evaluation(p)) for p in paths]  # asked for by name: one that cannot be read is an error
+    for p in [] if paths else find_evaluations(run_dir):  # found in the run folder: one that cannot be read is skipped
+        try:
+            evals.append((p, read_evaluation(p)))
+        except ValueError as e:
+            print(f"card: skipped {e}", file=sys.stderr)
     name, pre, cfg = ckpt["model"]["name"], ckpt["preprocess"], ckpt.get("train_config") or {}
     model = create_model(name, **ckpt["model"]["kwargs"])
     n_params = sum(p.numel() for p in model.parameters())

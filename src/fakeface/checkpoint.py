@@ -137,6 +137,8 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint safely (``weights_only=True``) and check it is ours."""
     path = checkpoint_file(path)
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path} is an ONNX export: this needs the PyTorch checkpoint (.pt) it was exported from")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -30,6 +30,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def run() -> None:
+    """The ``fakeface`` command: ``app``, with one line and exit code 2 for a file the system refuses wherever it
+    happens (a folder where a file is to be written, a missing folder, no permission, a full disk)."""
+    try:
+        app(prog_name="fakeface")
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        typer.secho(f"error: {e.strerror or e}{where}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
 def version_callback(value: bool):
     if value:
         typer.echo(f"fakeface {__version__}")
@@ -144,11 +155,11 @@ def evaluate(
     data: Annotated[str, typer.Option(help="Dataset path (any layout train accepts).")],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, plots, report.html.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    workers: Annotated[int | None, typer.Option(help="Decoding threads (default: one per core but one).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
+    workers: Annotated[int | None, typer.Option(min=0, help="Decoding threads (default: cores minus one).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
-    limit: Annotated[int | None, typer.Option(help="Score only the first N images of the split.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N images of the split.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% intervals (0: none).")] = 1000,
     perturb: Annotated[list[str] | None, typer.Option(
         help="Also score under a corruption, e.g. jpeg=90,70,50  blur=1,2  resize=0.5,0.75  noise=0.02 "
@@ -178,6 +189,8 @@ def evaluate(
         auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.4f}"
         change = "" if row["roc_auc_change"] is None else f" ({row['roc_auc_change']:+.4f})"
         typer.echo(f"  {row['perturbation']}={row['level']:g}: accuracy {row['accuracy']:.4f}  ROC-AUC {auc}{change}")
+    for note in metrics["images"]["data_notes"]:
+        typer.echo(note, err=True)
     if metrics["images"]["skipped"]:
         typer.echo(f"skipped {metrics['images']['skipped']} unreadable file(s): listed in {out / 'metrics.json'}")
     typer.echo(f"report: {out / 'report.html'}")
@@ -190,9 +203,9 @@ def predict(
         help="Checkpoint (or run folder: its best.pt), or an exported .onnx. " + ENSEMBLE_HELP)],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
     workers: Annotated[int | None, typer.Option(
-        help="Threads decoding images while the model runs (default: one per core but one).")] = None,
+        min=0, help="Threads decoding images while the model runs (default: one per core but one).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     detect_faces: Annotated[bool, typer.Option(
@@ -363,8 +376,8 @@ def calibrate(
     tta: Annotated[str | None, typer.Option(
         help="Test-time augmentation from now on: flip (the mean of each image's and its mirror's logits, twice "
              "the compute) or none. Default: as the checkpoint has it.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    workers: Annotated[int | None, typer.Option(help="Decoding threads (default: one per core but one).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
+    workers: Annotated[int | None, typer.Option(min=0, help="Decoding threads (default: cores minus one).")] = None,
 ):
     """Fit temperature scaling and pick the decision threshold on the validation split (never the test split)."""
     from .calibrate import calibrate as run_calibration
@@ -382,6 +395,9 @@ def calibrate(
         typer.echo(f"temperature {r['temperature']:.3f}, threshold {r['threshold']:.4f} ({r['policy']}, test-time "
                    f"augmentation {r['tta'] or 'none'}) on {r['n_valid']} validation images; ECE "
                    f"{r['ece_before']:.4f} -> {r['ece_after']:.4f}; written to {r['checkpoint']}")
+        if r["skipped_files"]:
+            typer.echo(f"skipped {len(r['skipped_files'])} unreadable validation image(s): "
+                       + "; ".join(r["skipped_files"]), err=True)
     if len(targets) > 1:
         try:
             r = calibrate_ensemble(checkpoint, data, policy, batch_size=batch_size, workers=workers)
@@ -402,7 +418,7 @@ def export(
     quantize: Annotated[str | None, typer.Option(help="int8: static quantization (QDQ) on real images.")] = None,
     calibration_data: Annotated[str | None, typer.Option(
         help="Dataset for int8: calibrates on its train split, then checks accuracy on its valid split.")] = None,
-    calibration_images: Annotated[int, typer.Option(help="How many images to calibrate on.")] = 300,
+    calibration_images: Annotated[int, typer.Option(min=1, help="How many images to calibrate on.")] = 300,
     max_accuracy_drop: Annotated[float, typer.Option(help="Refuse int8 if accuracy drops more (points).")] = 0.5,
 ):
     """Export to ONNX (preprocessing and threshold in its metadata), checked against PyTorch; optionally int8."""
@@ -444,9 +460,19 @@ def export(
         if quantize is None:
             continue
         typer.echo(f"int8: {report['int8']['path']}  max |dP| vs fp32 {report['int8']['max_abs_diff_p_vs_fp32']:.3f}")
+        skipped = report["int8"]["skipped_calibration_images"]
+        if skipped:
+            typer.echo(f"skipped {len(skipped)} unreadable calibration image(s), e.g. {skipped[0]}", err=True)
         # the verdict goes into the int8 file's metadata: predict --backend auto uses int8 only when it passed
-        cmp = check_int8_accuracy(report["fp32"]["path"], report["int8"]["path"], [s.path for s in guard],
-                                  [s.label for s in guard], max_accuracy_drop)
+        try:
+            cmp = check_int8_accuracy(report["fp32"]["path"], report["int8"]["path"], [s.path for s in guard],
+                                      [s.label for s in guard], max_accuracy_drop)
+        except USER_ERRORS as e:  # e.g. no image of the split could be read: int8 unchecked, so not kept
+            Path(report["int8"]["path"]).unlink(missing_ok=True)
+            raise fail(f"int8 accuracy could not be checked ({e}): int8 model removed; use the fp32 model "
+                       f"{report['fp32']['path']}") from None
+        if cmp["skipped"]:
+            typer.echo(f"skipped {cmp['skipped']} unreadable image(s) of the accuracy check", err=True)
         drop = 100 * cmp["accuracy_drop"]
         auc = "n/a" if cmp["roc_auc_drop"] is None else f"{-cmp['roc_auc_drop']:+.4f}"
         acc = f"{cmp['fp32']['accuracy']:.4f} -> {cmp['int8']['accuracy']:.4f}"
@@ -464,10 +490,14 @@ def explain(
     out: Annotated[Path, typer.Option(help="PNG to write: the Grad-CAM heatmap over the image.")] = Path("heatmap.png"),
 ):
     """Grad-CAM heatmap of the regions that drove the score (red: towards fake), overlaid on the image."""
+    from PIL import Image
+
     from .explain import save_explanation
     from .images import ImageLoadError, load_image
     from .predict import Detector
 
+    if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:
+        raise fail(f"--out {out}: name an image file to write, e.g. heatmap.png")
     try:
         detector = Detector(checkpoint)
         img = load_image(image)
@@ -534,7 +564,7 @@ def data_check(
     path: Annotated[str, typer.Argument(help="Dataset (any layout train accepts).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     near_duplicates: Annotated[bool, typer.Option(help="Look for near-duplicates (perceptual hash).")] = True,
-    workers: Annotated[int | None, typer.Option(help="Processes (default: one per spare core).")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Processes (default: one per spare core).")] = None,
 ):
     """Counts, unreadable files, formats, duplicates and train/test leaks. Exit code 1 when errors are found."""
     import json
@@ -586,7 +616,3 @@ def data_download(
         raise fail(str(e)) from None
     typer.echo(f"verified {r['counts']} in {r['root']}")
     typer.echo(f"next: {r['next']}")
-
-
-def run():  # pragma: no cover - `python -m fakeface`
-    sys.exit(app())

@@ -189,8 +189,12 @@ def _samples_from_rows(csv_path: Path, rows: list[dict], columns: list[str], bas
     meta_cols = [c for c in columns if c and c not in (path_col, label_col, split_col)]
     # The 140k CSVs say label 1 = real; everything else we read says 1 = fake (CNNDetection's convention).
     numeric_fake = 0 if {"label_str", "label"} <= set(lower) else 1
-    out, bad = [], 0
+    out, bad, unknown_splits = [], 0, Counter()
     for row in rows:
+        split_value = (row.get(split_col) or "").strip() if split_col else ""
+        if split_value and split_value.lower() not in SPLIT_ALIASES:  # a typo must not leak rows into training
+            unknown_splits[split_value] += 1
+            continue
         try:
             label = _parse_label(row[label_col] or "", numeric_fake)
             if label_col == lower.get("label_str") and "label" in lower and row[lower["label"]].strip():
@@ -202,11 +206,15 @@ def _samples_from_rows(csv_path: Path, rows: list[dict], columns: list[str], bas
         except (ValueError, KeyError, AttributeError):
             bad += 1
             continue
-        split = SPLIT_ALIASES.get((row.get(split_col) or "").strip().lower()) if split_col else None
+        split = SPLIT_ALIASES.get(split_value.lower())
         meta = {c: row.get(c) for c in meta_cols}
         out.append((split, Sample(str(base / rel), label, meta)))
     if bad:
         notes.append(f"{csv_path.name}: skipped {bad} row(s) with a missing path or an unreadable label")
+    if unknown_splits:
+        values = ", ".join(f"{v!r} x{n}" for v, n in unknown_splits.most_common())
+        notes.append(f"{csv_path.name}: skipped {sum(unknown_splits.values())} row(s) whose split is none of "
+                     f"train/valid/test ({values})")
     return out
 
 

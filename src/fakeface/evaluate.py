@@ -46,7 +46,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
     detector = load_detector(checkpoint, device=device, precision=precision)
     index = discover(data)
     if split not in index.splits:
-        raise DataError(f"no {split!r} split in {index.describe()}; choose --split from {sorted(index.splits)}")
+        notes = "".join(f"; {note}" for note in index.notes)
+        raise DataError(f"no {split!r} split in {index.describe()}{notes}; choose --split from {sorted(index.splits)}")
     samples = index.splits[split]
     if limit is not None:
         samples = samples[:limit]
@@ -69,7 +70,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
 
     metrics = compute_metrics(y, p, detector.threshold)
     metrics["bootstrap"] = bootstrap_ci(y, p, detector.threshold, n_boot=n_boot) if n_boot else {}
-    metrics["images"] = {"scored": len(scored), "skipped": len(skipped), "split": split}
+    metrics["images"] = {"scored": len(scored), "skipped": len(skipped), "split": split,
+                         "data_notes": index.notes}  # e.g. manifest rows that were not images at all
     p_uncalibrated = None
     if detector.temperature != 1.0:  # the same logits without temperature scaling, for before/after
         p_uncalibrated = 1 / (1 + np.exp(-detector.logits_of(p)))
@@ -197,10 +199,20 @@ def parse_perturbations(specs: list[str]) -> dict[str, list[float]]:
             raise ValueError(f"--perturb takes KIND=LEVEL[,LEVEL...] with KIND in {', '.join(PERTURBATIONS)}; "
                              f"got {spec!r}")
         try:
-            out.setdefault(kind, []).extend(float(v) for v in levels.split(","))
+            values = [float(v) for v in levels.split(",")]
         except ValueError:
             raise ValueError(f"--perturb levels must be numbers, got {spec!r}") from None
+        low, high, meaning = LEVEL_RANGES[kind]
+        if not all(low <= v <= high for v in values):
+            raise ValueError(f"--perturb {kind} levels are {meaning}, from {low:g} to {high:g}; got {spec!r}")
+        out.setdefault(kind, []).extend(values)
     return out
+
+
+# what a level means for each perturbation, and the levels that mean something
+LEVEL_RANGES = {"jpeg": (1, 100, "JPEG qualities"), "blur": (0, 50, "Gaussian blur sigmas in pixels"),
+                "resize": (0.01, 1, "down-scaling factors (then back up)"),
+                "noise": (0, 1, "noise standard deviations (pixels in 0-1)")}
 
 
 def robustness(detector, samples, perturb: dict[str, list[float]], clean: dict, batch_size: int,

@@ -90,6 +90,8 @@ def _metadata(ckpt: dict, precision: str, **extra) -> dict[str, str]:
 
 
 def _decode_metadata(props: dict[str, str], path: str | os.PathLike) -> dict:
+    if Path(path).is_file() and Path(path).stat().st_size == 0:  # onnx reads an empty file as an empty model
+        raise OnnxModelError(f"cannot read ONNX model {path}: empty file (0 bytes)")
     if props.get("format") != json.dumps(FORMAT):
         raise OnnxModelError(f"{path} is an ONNX model but not a fakeface export (no fakeface metadata); "
                              "export one with fakeface.export.export_onnx")
@@ -389,10 +391,15 @@ def export_onnx(
 
         if quantize:
             reader = ImageCalibrationReader(calibration_data, preprocess, calibration_batch_size)
-            _quantize_int8(tmp_fp32, tmp_int8, reader, per_channel, reduce_range)
+            unreadable = ValueError(f"none of the {len(reader.paths)} calibration images could be read")
+            try:
+                _quantize_int8(tmp_fp32, tmp_int8, reader, per_channel, reduce_range)
+            except Exception:
+                if reader.used == 0:  # ONNX Runtime's own words for it: "No data is collected."
+                    raise ValueError(f"{unreadable}: {reader.skipped[0]}" if reader.skipped else unreadable) from None
+                raise
             if reader.used == 0:
-                raise ValueError(f"none of the {len(reader.paths)} calibration images could be read"
-                                 + (f": {reader.skipped[0]}" if reader.skipped else ""))
+                raise ValueError(f"{unreadable}: {reader.skipped[0]}" if reader.skipped else unreadable)
             quant = {"method": "static", "format": "QDQ", "calibration": "minmax", "calibration_images": reader.used,
                      "per_channel": per_channel, "reduce_range": reduce_range}
             _write_metadata(tmp_int8, _metadata(ckpt, "int8", **source, quantization=quant))
@@ -506,7 +513,7 @@ def compare_on_split(fp32_path: str | os.PathLike, int8_path: str | os.PathLike,
         probs[name] = np.array([np.nan if r["p_fake"] is None else r["p_fake"] for r in rows])
     ok = ~(np.isnan(probs["fp32"]) | np.isnan(probs["int8"]))
     if not ok.any():
-        raise ValueError("none of the images could be scored")
+        raise ValueError(f"none of the {len(paths)} images could be read")
     y = np.asarray(labels)[ok]
     out, pred = {"n": int(ok.sum()), "skipped": int((~ok).sum())}, {}
     for name, det in detectors.items():

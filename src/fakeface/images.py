@@ -77,6 +77,8 @@ def _decode(source, max_pixels: int | None, min_side: int | None) -> Image.Image
         data = source
         fp: str | os.PathLike | BinaryIO = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
+        if os.path.isdir(source):
+            raise ImageLoadError("a folder, not an image file")
         try:
             size = os.path.getsize(source)
         except OSError as e:

@@ -24,6 +24,7 @@ import random
 import shutil
 import sys
 import time
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -69,6 +70,18 @@ LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_a
                "images_per_s")
 MONITORS = {"val_auc": max, "val_acc": max, "val_loss": min}
 ENSEMBLE_CONFIG = "ensemble.yaml"  # an ensemble run's own config, beside its member folders
+
+
+_TYPE_NAMES = {int: "a whole number", float: "a number", str: "text", bool: "true or false", dict: "a mapping",
+               type(None): "left out"}
+
+
+def _is_a(value, kind: type) -> bool:
+    if kind is type(None):
+        return value is None
+    if isinstance(value, bool):  # a bool is an int to Python, not to a config
+        return kind is bool
+    return isinstance(value, int if kind is int else (int, float) if kind is float else kind)
 
 
 @dataclass
@@ -122,12 +135,24 @@ class TrainConfig:
     members: int = 1  # > 1: an ensemble - this many models of the recipe, seeds seed * members + k, in out/memberK
 
     def __post_init__(self):
+        self._check_types()
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {self.monitor!r}")
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if self.epochs < 1 or self.lr <= 0:
+            raise ValueError("epochs must be >= 1 and lr > 0")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (batch norm cannot learn from 1 image), got {self.batch_size}")
+        for name in ("image_size", "eval_size", "patience", "limit_train", "limit_valid"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or left out), got {getattr(self, name)}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.calibrate is not None:
+            from .calibrate import parse_policy
+
+            parse_policy(self.calibrate)  # now, not after hours of training
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError("label_smoothing must be in [0, 0.5)")
         if not isinstance(self.members, int) or self.members < 1:
@@ -138,6 +163,22 @@ class TrainConfig:
         self.tta = parse_tta(self.tta)
         if self.interpolation is not None:
             Preprocess(interpolation=self.interpolation)  # likewise: an unknown filter fails here
+
+    def _check_types(self) -> None:
+        """Each setting of the type its field says (a YAML file can hold anything); a number written as text
+        for a float setting (PyYAML reads ``1e-3`` as text) is read as the number."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value, kinds = getattr(self, f.name), typing.get_args(hints[f.name]) or (hints[f.name],)
+            if float in kinds and isinstance(value, str):
+                try:
+                    value = float(value)
+                    setattr(self, f.name, value)
+                except ValueError:
+                    pass
+            if not any(_is_a(value, kind) for kind in kinds):
+                names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+                raise ValueError(f"{f.name} must be {names}, got {value!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -155,8 +196,12 @@ def load_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
     """Defaults, then the YAML file, then the non-None ``overrides`` (the command-line flags)."""
     d: dict = {}
     if path:
-        with open(path) as f:
-            d = yaml.safe_load(f) or {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = yaml.safe_load(f) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{path} is not a YAML config file ({reason})") from None
         if not isinstance(d, dict):
             raise ValueError(f"{path}: a config file must be a mapping of option: value")
     d.pop("resolved", None)  # a run's own config.yaml records what its settings resolved to
