@@ -7,10 +7,13 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import make_folder_dataset
+from fakeface import FAKE, REAL
 from fakeface.calibrate import parse_policy
 from fakeface.checkpoint import CheckpointError, load_checkpoint
 from fakeface.data import discover
@@ -45,6 +48,7 @@ def one_line_error(res, *needles):
     ({"image_size": 0}, "image_size must be >= 1"),
     ({"workers": -1}, "workers must be >= 0"),
     ({"calibrate": "foo"}, "threshold policy must be"),
+    ({"lr": "nan"}, "lr must be a finite number"),
 ])
 def test_training_settings_are_checked_before_training(settings, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -52,9 +56,9 @@ def test_training_settings_are_checked_before_training(settings, message):
 
 
 def test_a_float_written_as_yaml_text_is_read_as_the_number(tmp_path):
-    (tmp_path / "c.yaml").write_text("lr: 1e-3\nresize: native\n")  # PyYAML reads 1e-3 as text
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\nresize: native\ncalibrate: 0.5\n")  # PyYAML reads 1e-3 as text
     cfg = load_config(tmp_path / "c.yaml", {})
-    assert cfg.lr == 0.001 and cfg.resize == "native"
+    assert cfg.lr == 0.001 and cfg.resize == "native" and cfg.calibrate == "0.5"  # a fixed threshold policy
 
 
 @pytest.mark.parametrize("content", [b"{{{ : bad", b"\xff\xd8\xff\xe0 a JPEG, not YAML"])
@@ -90,6 +94,9 @@ def test_files_that_are_not_checkpoints_or_images_say_what_they_are(tmp_path):
         load_checkpoint(tmp_path / "model.onnx")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"state_dict": {}, "extra": Path("x")}, tmp_path / "object.pt")  # a pickle of more than tensors
+    with pytest.raises(CheckpointError, match=r"safely: it holds a pathlib\.\w*Path object"):
+        load_checkpoint(tmp_path / "object.pt")
     with pytest.raises(ImageLoadError, match="a folder, not an image file"):
         load_image(tmp_path)
 
@@ -100,7 +107,9 @@ def test_manifest_rows_of_an_unknown_split_are_skipped_and_said(tmp_path):
                                    for p, split in zip(sorted(data.rglob("*.jpg")), ["train", "tst", "valid", "tst"])]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     index = discover(tmp_path / "m.csv")
-    assert sum(len(s) for s in index.splits.values()) == 2  # the two 'tst' rows are not in training
+    assert {k: [Path(s.path).name for s in v] for k, v in index.splits.items()} == {"train": ["000.jpg"],
+                                                                                   "valid": ["000.jpg"]}
+    assert [s.label for s in index.splits["train"] + index.splits["valid"]] == [FAKE, REAL]  # not in training
     assert index.notes == ["m.csv: skipped 2 row(s) whose split is none of train/valid/test ('tst' x2)"]
 
 
@@ -120,6 +129,8 @@ def test_cli_options_and_outputs_it_cannot_use(tiny_run, tmp_path):
                    "name an image file to write")
     one_line_error(fakeface("explain", "--checkpoint", ckpt, tmp_path / "folder"), "a folder, not an image file")
     one_line_error(fakeface("card", ckpt.parent, "--out", tmp_path / "folder"), "Is a directory")
+    one_line_error(fakeface("calibrate", "--checkpoint", ckpt, "--data", data, "--out", tmp_path / "folder",
+                            "--workers", "0"), f"Is a directory: {tmp_path / 'folder'}")  # the target, not a temp file
     one_line_error(fakeface("train", "--data", data, "--out", tmp_path / "run", "--batch-size", "1"),
                    "batch_size must be >= 2")
     assert not (tmp_path / "run" / "best.pt").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -143,8 +144,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint not found: {path}") from None
-    except Exception as e:  # torch's own messages (e.g. advice to load unsafely) would mislead here
+    except Exception as e:  # torch's advice to load the file unsafely must not reach the user; its reason may
         what = "an empty file" if path.is_file() and path.stat().st_size == 0 else type(e).__name__
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if unsafe:  # a pickle that holds more than tensors and plain values
+            raise CheckpointError(f"cannot read checkpoint {path} safely: it holds a {unsafe[1]} object, which a "
+                                  "fakeface checkpoint never does") from e
         raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or a truncated or damaged "
                               f"one ({what})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

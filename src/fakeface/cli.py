@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -30,13 +31,22 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+# what the system says of a path a user gave: a folder where a file is to be written, a missing folder, no
+# permission, a full disk; any other OSError is a bug and keeps its traceback
+PATH_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS,
+               errno.EEXIST, errno.ENAMETOOLONG}
+
+
 def run() -> None:
-    """The ``fakeface`` command: ``app``, with one line and exit code 2 for a file the system refuses wherever it
-    happens (a folder where a file is to be written, a missing folder, no permission, a full disk)."""
+    """The ``fakeface`` command: ``app``, with one line and exit code 2 for a path the system refuses wherever
+    that happens."""
     try:
         app(prog_name="fakeface")
     except OSError as e:
-        where = f": {e.filename}" if e.filename else ""
+        if e.errno not in PATH_ERRNOS:
+            raise
+        path = e.filename2 or e.filename  # a rename names its target second
+        where = f": {path}" if path else ""
         typer.secho(f"error: {e.strerror or e}{where}", fg=typer.colors.RED, err=True)
         sys.exit(2)
 
@@ -160,7 +170,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N images of the split.")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% intervals (0: none).")] = 1000,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for 95% intervals (0: none).")] = 1000,
     perturb: Annotated[list[str] | None, typer.Option(
         help="Also score under a corruption, e.g. jpeg=90,70,50  blur=1,2  resize=0.5,0.75  noise=0.02 "
              "(repeatable).")] = None,
@@ -516,7 +526,7 @@ def serve(
     api_key: Annotated[str | None, typer.Option(envvar="FAKEFACE_API_KEY",
                                                 help="Require 'Authorization: Bearer KEY' on /v1/*.")] = None,
     insecure: Annotated[bool, typer.Option(help="Allow a non-loopback address without an API key.")] = False,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload in MB.")] = 10.0,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, max=1e6, help="Largest accepted upload in MB.")] = 10.0,
     keep_uploads: Annotated[Path | None, typer.Option(help="Save every upload here (off by default).")] = None,
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow this browser origin (repeatable).")] = None,
     max_batch: Annotated[int, typer.Option(help="Largest micro-batch of concurrent requests.")] = 32,

@@ -395,7 +395,7 @@ def export_onnx(
             try:
                 _quantize_int8(tmp_fp32, tmp_int8, reader, per_channel, reduce_range)
             except Exception:
-                if reader.used == 0:  # ONNX Runtime's own words for it: "No data is collected."
+                if reader.used == 0 and len(reader.skipped) == len(reader.paths):  # ORT says "No data is collected."
                     raise ValueError(f"{unreadable}: {reader.skipped[0]}" if reader.skipped else unreadable) from None
                 raise
             if reader.used == 0:

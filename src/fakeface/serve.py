@@ -1,11 +1,13 @@
 """The REST API and web page: ``create_app(checkpoint)`` builds the FastAPI app that ``fakeface serve`` runs.
 
-The model is loaded once, in the app's lifespan. Uploads are decoded in a worker thread, and inference runs
-off the event loop in a :class:`MicroBatcher`, which groups concurrent requests into one batch (waiting at
-most ``max_wait_ms`` for company), so throughput under load approaches batch throughput. Uploads are not
-stored unless ``keep_uploads`` names a folder: the request body is read up to the upload limit (FastAPI's
-``max_body_size``, also for bodies sent without a length), Starlette keeps the first megabyte of a file in
-memory and the rest in an anonymous temporary file, gone with the request; no log line contains image bytes.
+The model is loaded once: by ``serve`` before uvicorn starts (so a bad checkpoint is one line, not a failed
+start-up), or in the app's lifespan when ``create_app`` is given none. Uploads are decoded in a worker thread,
+and inference runs off the event loop in a :class:`MicroBatcher`, which groups concurrent requests into one
+batch (waiting at most ``max_wait_ms`` for company), so throughput under load approaches batch throughput.
+Uploads are not stored unless ``keep_uploads`` names a folder: the request body is read up to the upload limit
+(FastAPI's ``max_body_size``, also for bodies sent without a length), Starlette keeps the first megabyte of a
+file in memory and the rest in an anonymous temporary file, gone with the request; no log line contains image
+bytes.
 
 Errors always have the shape ``{"error": {"code": str, "message": str}}``.
 """

@@ -173,12 +173,16 @@ class TrainConfig:
             if float in kinds and isinstance(value, str):
                 try:
                     value = float(value)
-                    setattr(self, f.name, value)
                 except ValueError:
                     pass
+            elif str in kinds and int not in kinds and _is_a(value, float):  # e.g. a fixed threshold as calibrate
+                value = str(value)
             if not any(_is_a(value, kind) for kind in kinds):
                 names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
                 raise ValueError(f"{f.name} must be {names}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+            setattr(self, f.name, value)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
