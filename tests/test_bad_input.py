@@ -195,3 +195,57 @@ def test_calibrate_and_evaluate_name_what_they_skipped(tiny_run, tmp_path):
     assert "m.csv: skipped 2 row(s) with a missing path or an unreadable label" in res.stderr
     notes = json.loads((tmp_path / "eval" / "metrics.json").read_text())["images"]["data_notes"]
     assert notes == ["m.csv: skipped 2 row(s) with a missing path or an unreadable label"]
+
+
+def test_a_validation_split_too_small_to_make_says_why(tmp_path):
+    from fakeface.data import Sample, split_off_validation
+
+    samples = [Sample(f"{i}.jpg", i % 2) for i in range(16)]
+    with pytest.raises(ValueError, match="a fraction of 0.1 is under 2 images; give the data a valid/ split"):
+        split_off_validation(samples, 0.1, seed=0)
+    with pytest.raises(ValueError, match="need at least 2 of each class"):
+        split_off_validation(samples[:3], 0.5, seed=0)
+
+
+def test_demo_refuses_what_it_cannot_finish_before_training(tmp_path):
+    from fakeface.data import DataError
+    from fakeface.demo import run_demo
+
+    no_test = make_folder_dataset(tmp_path / "ds", per_class=4, splits=("train", "valid"))
+    with pytest.raises(DataError, match="the demo evaluates on a test split"):
+        run_demo(tmp_path / "out", data=no_test, fast=True, epochs=1, say=lambda *a: None)
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        run_demo(tmp_path / "out", data=make_folder_dataset(tmp_path / "full", per_class=4), fast=True, epochs=0,
+                 say=lambda *a: None)
+    assert not (tmp_path / "out" / "run" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_demo_on_real_data_names_a_broken_test_image_and_finishes(tmp_path):
+    from fakeface.demo import run_demo
+
+    data = make_folder_dataset(tmp_path / "ds", per_class=4, size=96)
+    (data / "test" / "real" / "000.jpg").write_text("not a picture")  # one of the images step 4 predicts
+    lines = []
+    result = run_demo(tmp_path / "out", data=data, fast=True, epochs=1, say=lines.append)
+    assert any("000.jpg" in line and "unreadable: not an image" in line for line in lines), lines
+    assert result["report"].is_file() and len(result["predictions"]) == 6
+
+
+def test_data_tools_say_what_they_left_out_and_where_they_cannot_write(tmp_path):
+    data = make_folder_dataset(tmp_path / "ds", per_class=6, size=64, splits=("",))
+    (data / "real" / "broken.jpg").write_text("not a picture")
+    res = fakeface("data", "split", data, "--out", tmp_path / "split")
+    assert res.returncode == 0, res.stderr
+    assert f"left out {data / 'real' / 'broken.jpg'}: not an image" in res.stderr
+    (tmp_path / "afile").write_text("")
+    one_line_error(fakeface("data", "split", data, "--out", tmp_path / "afile"), "is a file")
+    one_line_error(fakeface("data", "split", data, "--out", tmp_path / "afile" / "sub"),
+                   f"{tmp_path / 'afile'} is a file, not a folder")
+
+    broken = tmp_path / "broken"
+    for cls in ("real", "fake"):
+        (broken / cls).mkdir(parents=True)
+        (broken / cls / "a.jpg").write_bytes(b"")
+    res = fakeface("data", "check", broken)
+    assert res.returncode == 1 and "has no readable image (2 listed)" in res.stdout + res.stderr

@@ -98,6 +98,45 @@ def test_a_corrupt_file_gets_a_clear_message(page, tmp_path):
     page.screenshot(path=str(tmp_path / "error.png"))
 
 
+def test_a_late_answer_to_an_earlier_upload_is_not_shown(page, sample_root, tmp_path):
+    """Two uploads in quick succession: whatever order the answers come in, the page shows the last upload's."""
+    held = []
+
+    def hold_the_first(route):
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # answered only after the second upload's answer is on the page
+
+    face = next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "fake").glob("*.jpg"))
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a picture")
+    page.route("**/v1/predict*", hold_the_first)
+    try:
+        page.set_input_files("#file", str(face))
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Analysing')")
+        assert page.evaluate("document.getElementById('file').value") == ""  # choosing it again is a change
+        page.set_input_files("#file", str(bad))
+        page.wait_for_selector("#status.error", timeout=60_000)
+        with page.expect_response("**/v1/predict*") as late:
+            held[0].continue_()
+        assert late.value.status == 200
+        page.wait_for_timeout(500)  # time for the page to (wrongly) show it
+        assert page.is_visible("#status.error") and not page.is_visible("#result")
+    finally:
+        page.unroute("**/v1/predict*")
+
+
+def test_a_fresh_load_logs_no_error_and_states_the_servers_upload_limit(page, server):
+    context = page.context.browser.new_context()
+    fresh, errors = context.new_page(), []
+    fresh.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    fresh.goto(server)
+    fresh.wait_for_function("document.getElementById('limit').textContent !== ''")
+    assert fresh.inner_text("#limit") == ", up to 10 MB" and errors == []  # no favicon 404 either
+    context.close()
+
+
 def test_phone_width_has_no_sideways_scroll(page):
     page.set_viewport_size({"width": 390, "height": 800})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -606,6 +606,8 @@ def data_split(
         r = split_dataset(path, out, valid=valid, test=test, seed=seed, link=link)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
+    for s in r["skipped"]:
+        typer.echo(f"left out {s['path']}: {s['reason']}", err=True)
     typer.echo(f"{r['counts']} -> {r['out']}")
     typer.echo(f"next: {r['next']}")
 

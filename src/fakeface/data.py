@@ -248,9 +248,12 @@ def split_off_validation(samples: list[Sample], fraction: float, seed: int) -> t
         raise DataError(f"validation fraction must be in (0, 1), got {fraction}")
     labels = [s.label for s in samples]
     counts = Counter(labels)
-    if len(counts) < 2 or min(counts.values()) < 2 or len(samples) * fraction < 2:
+    if len(counts) < 2 or min(counts.values()) < 2:
         raise DataError(f"cannot split a validation set off {len(samples)} images ({dict(class_counts(samples))}): "
                         "need at least 2 of each class")
+    if len(samples) * fraction < 2:
+        raise DataError(f"cannot split a validation set off {len(samples)} images: a fraction of {fraction:g} is "
+                        "under 2 images; give the data a valid/ split, or more images")
     train, valid = train_test_split(samples, test_size=fraction, random_state=seed, stratify=labels)
     return sorted(train, key=lambda s: s.path), sorted(valid, key=lambda s: s.path)
 

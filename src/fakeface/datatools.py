@@ -300,7 +300,9 @@ def check_dataset(path: str | os.PathLike, near_duplicates: bool = True, hash_si
     for split, samples in index.splits.items():
         c, ok = splits[split], class_counts([s for s in samples if s.path in readable])
         balance[split] = round(c["fake"] / max(1, c["real"] + c["fake"]), 4)
-        if not ok["real"] or not ok["fake"]:
+        if not ok["real"] and not ok["fake"]:
+            errors.append(f"split {split} has no readable image ({c['real'] + c['fake']} listed)")
+        elif not ok["real"] or not ok["fake"]:
             errors.append(f"split {split} has only one class: {ok['real']} readable real and {ok['fake']} "
                           f"readable fake image(s)")
         elif min(ok.values()) < IMBALANCE_WARN * max(ok.values()):
@@ -497,8 +499,15 @@ def _place(src: str, dst: Path, link: str) -> None:
 
 
 def _require_empty(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file: choose a new folder (nothing was written)")
+    if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output folder {out} is not empty: choose a new folder (nothing was written)")
+    for parent in out.parents:  # checked now, not after scanning every image
+        if parent.exists():
+            if not parent.is_dir():
+                raise FileExistsError(f"--out {out}: {parent} is a file, not a folder (nothing was written)")
+            break
 
 
 def split_dataset(path: str | os.PathLike, out: str | os.PathLike, valid: float = 0.1, test: float = 0.1,

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import discover
+from .data import DataError, discover
 from .evaluate import evaluate, headline
 from .predict import Detector, predict_paths
 from .train import TrainConfig, train
@@ -61,13 +61,17 @@ def run_demo(out: str | os.PathLike = "demo-run", data: str | os.PathLike | None
             say(f"[1/4] making the synthetic demo dataset in {data} ...")
             make_demo_dataset(data, n_train=plan.n_train, n_valid=plan.n_valid, n_test=plan.n_test,
                               size=plan.size, seed=seed)
-        cfg = TrainConfig(data=str(data), out=str(out / "run"), epochs=epochs or plan.epochs,
+        cfg = TrainConfig(data=str(data), out=str(out / "run"), epochs=plan.epochs if epochs is None else epochs,
                           batch_size=plan.batch_size, image_size=plan.crop, resize="native", eval_size=plan.size,
                           lr=1e-3, warmup_epochs=0.3, weight_decay=1e-4, model_kwargs={"dropout": 0.2},
                           seed=seed, augment={"hflip_p": 0.5})
     else:
         say(f"[1/4] using the dataset at {data}")
-        cfg = TrainConfig(data=str(data), out=str(out / "run"), epochs=epochs or plan.epochs,
+        index = discover(data)
+        if "test" not in index.splits:  # said now, not after training
+            raise DataError(f"the demo evaluates on a test split, and {index.describe()} has none: use a dataset "
+                            "with a test/ folder (or split column), or `fakeface data split` to make one")
+        cfg = TrainConfig(data=str(data), out=str(out / "run"), epochs=plan.epochs if epochs is None else epochs,
                           batch_size=plan.batch_size, image_size=160, seed=seed,
                           limit_train=2 * plan.n_train, limit_valid=2 * plan.n_valid)
     say(f"      {discover(data).describe()}")
@@ -90,7 +94,8 @@ def run_demo(out: str | os.PathLike = "demo-run", data: str | os.PathLike | None
     rows = list(predict_paths(detector, [s.path for s in picks], batch_size=8, workers=0,
                               labels=[s.label for s in picks]))
     for r in rows:
-        say(f"      {Path(r['path']).name:<16} true {r['label']:<4}  P(fake) {r['p_fake']:.3f}  -> {r['pred']}")
+        verdict = f"P(fake) {r['p_fake']:.3f}  -> {r['pred']}" if r["error"] is None else f"unreadable: {r['error']}"
+        say(f"      {Path(r['path']).name:<16} true {r['label']:<4}  {verdict}")
 
     report = out / "eval" / "report.html"
     minutes = (time.perf_counter() - t0) / 60

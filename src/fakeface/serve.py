@@ -235,6 +235,7 @@ def create_app(config: ServeConfig, detector=None) -> FastAPI:
             "members": [{"architecture": m.name, "checkpoint": Path(str(m.checkpoint["path"])).name,
                          "threshold": m.threshold} for m in detector.members] if len(detector.members) > 1 else None,
             "version": __version__,
+            "max_upload_bytes": config.max_upload_bytes,
             "positive_class": "fake",
         }
 
