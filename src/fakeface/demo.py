@@ -65,6 +65,7 @@ def run_demo(out: str | os.PathLike = "demo-run", data: str | os.PathLike | None
                           batch_size=plan.batch_size, image_size=plan.crop, resize="native", eval_size=plan.size,
                           lr=1e-3, warmup_epochs=0.3, weight_decay=1e-4, model_kwargs={"dropout": 0.2},
                           seed=seed, augment={"hflip_p": 0.5})
+        index = discover(data)
     else:
         say(f"[1/4] using the dataset at {data}")
         index = discover(data)
@@ -74,7 +75,7 @@ def run_demo(out: str | os.PathLike = "demo-run", data: str | os.PathLike | None
         cfg = TrainConfig(data=str(data), out=str(out / "run"), epochs=plan.epochs if epochs is None else epochs,
                           batch_size=plan.batch_size, image_size=160, seed=seed,
                           limit_train=2 * plan.n_train, limit_valid=2 * plan.n_valid)
-    say(f"      {discover(data).describe()}")
+    say(f"      {index.describe()}")
 
     run_dir = out / "run"
     say(f"[2/4] training {cfg.model} for {cfg.epochs} epochs into {run_dir} ...")
@@ -87,7 +88,6 @@ def run_demo(out: str | os.PathLike = "demo-run", data: str | os.PathLike | None
     say("      " + headline(metrics))
 
     say("[4/4] predicting a few test images ...")
-    index = discover(data)
     test = index.splits["test"]
     picks = [s for s in test if s.label == 0][:3] + [s for s in test if s.label == 1][:3]
     detector = Detector(checkpoint)
