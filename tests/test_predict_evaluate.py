@@ -144,6 +144,11 @@ def test_evaluate_under_perturbations(trained, tmp_path):
     bad = fakeface("evaluate", "--checkpoint", ckpt, "--data", data, "--out", out, "--perturb", "sepia=3",
                    check=False)
     assert bad.returncode == 2 and "KIND=LEVEL" in bad.stderr
+    (out / "notes.txt").write_text("mine")
+    again = fakeface("evaluate", "--checkpoint", ckpt, "--data", data, "--out", out, "--bootstrap", "0")
+    assert again.returncode == 0, again.stderr  # the same --out without --perturb: no stale robustness plot left
+    assert not (out / "robustness.png").exists() and "robustness" not in json.loads((out / "metrics.json").read_text())
+    assert (out / "notes.txt").read_text() == "mine"  # only evaluation's own files are replaced
 
 
 def test_evaluate_unknown_split_is_one_clear_error(trained, tmp_path):

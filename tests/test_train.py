@@ -100,9 +100,11 @@ def test_resume_after_sigkill_mid_epoch(dataset, tmp_path):
     before = load_checkpoint(run / "last.pt")
     assert before["epoch"] == 1
 
+    (run / ".last.pt.tmp99999").write_bytes(b"half a checkpoint")  # as a kill during a save leaves one
     # no --epochs: the run's own 3, not the default 10
     done = subprocess.run(_cli("--out", str(run), "--resume"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    assert not (run / ".last.pt.tmp99999").exists()
     assert "resumed" in done.stderr
     after = load_checkpoint(run / "last.pt")
     assert after["epoch"] == 3

@@ -142,7 +142,11 @@ def train(
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted: resume with  fakeface train --out {out or 'RUN'} --resume", err=True)
+        if out and not any(Path(out).glob("**/last.pt")):  # stopped before its first epoch ended: nothing to resume
+            typer.echo("\ninterrupted before the first epoch ended: nothing to resume, start again with the same "
+                       "command", err=True)
+        else:
+            typer.echo(f"\ninterrupted: resume with  fakeface train --out {out or 'RUN'} --resume", err=True)
         raise typer.Exit(130) from None
     from .distributed import is_main
 

@@ -57,6 +57,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
             raise DataError(f"--group-by {group_by!r}: the {split} split has no such metadata column "
                             f"(it has: {', '.join(columns) or 'none - metadata comes from a CSV manifest'})")
     out.mkdir(parents=True, exist_ok=True)
+    for name in EVALUATION_FILES:  # an earlier evaluation's results must not mix with this one's
+        (out / name).unlink(missing_ok=True)
 
     rows = list(predict_paths(detector, [s.path for s in samples], batch_size, workers,
                               labels=[s.label for s in samples], on_progress=progress))
@@ -89,7 +91,6 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
         metrics["groups"] = group_table(y, p, [meta[r["path"]] for r in scored], detector.threshold, group_by)
     if perturb:
         metrics["robustness"] = robustness(detector, samples, perturb, metrics, batch_size, workers)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_predictions(out / "predictions.csv", scored)
 
     plots = {}
@@ -110,7 +111,12 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
     (out / "run.json").write_text(json.dumps({"description": description, "command": command}, indent=2,
                                              default=str))
     write_report(out, metrics, plots, description, command)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: its presence means a whole evaluation
     return metrics
+
+
+# what an evaluation writes into --out and removes first (log.csv is left: --out may be the run's own folder)
+EVALUATION_FILES = ("metrics.json", "predictions.csv", "run.json", "report.html", *PLOT_FILES.values())
 
 
 def ensemble_table(detector, y: np.ndarray, member_p: np.ndarray, ensemble: dict) -> dict:

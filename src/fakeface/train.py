@@ -435,6 +435,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     main = distributed.is_main()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in run_dir.glob(".*.pt.tmp*"):  # half-written checkpoints of a run killed while saving
+            tmp.unlink(missing_ok=True)
     handler = _setup_logging(run_dir, main)
     try:
         with distributed.process_group(resolve_device(cfg.device)) as device:
