@@ -391,15 +391,15 @@ def export_onnx(
 
         if quantize:
             reader = ImageCalibrationReader(calibration_data, preprocess, calibration_batch_size)
-            unreadable = ValueError(f"none of the {len(reader.paths)} calibration images could be read")
             try:
                 _quantize_int8(tmp_fp32, tmp_int8, reader, per_channel, reduce_range)
             except Exception:
-                if reader.used == 0 and len(reader.skipped) == len(reader.paths):  # ORT says "No data is collected."
-                    raise ValueError(f"{unreadable}: {reader.skipped[0]}" if reader.skipped else unreadable) from None
-                raise
+                if reader.used or len(reader.skipped) < len(reader.paths):
+                    raise
+                # else every image was unreadable (ORT says "No data is collected."): said below, in our words
             if reader.used == 0:
-                raise ValueError(f"{unreadable}: {reader.skipped[0]}" if reader.skipped else unreadable)
+                raise ValueError(f"none of the {len(reader.paths)} calibration images could be read"
+                                 + (f": {reader.skipped[0]}" if reader.skipped else ""))
             quant = {"method": "static", "format": "QDQ", "calibration": "minmax", "calibration_images": reader.used,
                      "per_channel": per_channel, "reduce_range": reduce_range}
             _write_metadata(tmp_int8, _metadata(ckpt, "int8", **source, quantization=quant))
