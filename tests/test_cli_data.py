@@ -24,6 +24,13 @@ def test_data_check_passes_the_sample_and_flags_a_leak(sample_root, tmp_path):
     assert bad.returncode == 1 and "leak" in bad.stdout.lower()
 
 
+def test_data_check_finds_split_folders_below_the_root(tmp_path):
+    make_folder_dataset(tmp_path / "n" / "x", per_class=3, splits=("train", "test"))
+    res = fakeface("data", "check", tmp_path / "n", "--no-near-duplicates")
+    assert res.returncode == 0, res.stderr
+    assert "train 3 real + 3 fake" in res.stdout and "test 3 real + 3 fake" in res.stdout
+
+
 def test_data_split_writes_the_140k_layout(tmp_path):
     flat = make_folder_dataset(tmp_path / "flat", per_class=20, splits=("",))
     res = fakeface("data", "split", flat, "--out", tmp_path / "out", "--seed", "1")

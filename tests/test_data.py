@@ -96,6 +96,41 @@ def test_cnndetection_folders_nested_with_splits(tmp_path):
     assert all(s.label == (FAKE if "1_fake" in s.path else REAL) for s in index.splits["train"])
 
 
+@pytest.mark.parametrize("layout", ["split-above-class", "class-above-split"])
+def test_split_folders_below_the_root_are_splits(tmp_path, layout):
+    """n/x/{train,test}/{real,fake} (or n/x/{real,fake}/{train,test}): test images must never be trained on."""
+    root = tmp_path / "n"
+    if layout == "split-above-class":
+        make_folder_dataset(root / "x", per_class=3, splits=("train", "test"))
+    else:
+        for split, n in (("train", 3), ("test", 2)):
+            for cls in ("real", "fake"):
+                make_folder_dataset(root / "x" / cls / split, per_class=n, splits=("",), class_dirs=("img",))
+                for p in (root / "x" / cls / split / "img").iterdir():
+                    p.rename(p.parent.parent / p.name)
+                (root / "x" / cls / split / "img").rmdir()
+    index = discover(root)
+    want = {"train": 3, "test": 3 if layout == "split-above-class" else 2}
+    assert index.counts() == {s: {"real": n, "fake": n} for s, n in want.items()}
+    for split, samples in index.splits.items():
+        assert all(f"/{split}/" in s.path for s in samples)
+        assert all(s.label == (FAKE if "/fake/" in s.path else REAL) for s in samples)
+
+
+def test_class_folders_outside_split_folders_are_refused(tmp_path):
+    """real/ beside test/real/: would the top-level images be training or test data? Say so, do not guess."""
+    root = make_folder_dataset(tmp_path / "mixed", per_class=2, splits=("", "test"))
+    with pytest.raises(DataError, match=r"outside any train/valid/test folder.*mixed/(real|fake)"):
+        discover(root)
+
+
+def test_images_under_two_split_folders_are_refused(tmp_path):
+    root = make_folder_dataset(tmp_path / "n" / "train" / "old" / "test", per_class=2, splits=("",))
+    with pytest.raises(DataError, match="both train/ and test/"):
+        discover(tmp_path / "n")
+    assert discover(root).counts() == {"train": {"real": 2, "fake": 2}}  # pointed at one part, it reads
+
+
 def test_labels_never_come_from_folder_order(tmp_path):
     """'fake' sorts before 'real'; a loader using folder order would map fake -> 0."""
     root = make_folder_dataset(tmp_path / "ds", per_class=2, splits=("train",))
@@ -117,6 +152,47 @@ def test_manifest_with_words_numbers_and_split(tmp_path):
     assert index.counts() == {"train": {"real": 1, "fake": 1}, "valid": {"real": 1, "fake": 1}}
     assert {s.meta["group"] for s in index.splits["train"]} == {"a", "b"}
     assert any("skipped 2 row" in n for n in index.notes)  # the bad label and the empty path
+
+
+def _manifest(path: Path, header: list[str], rows: list) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("fake_is", [1, 0])
+def test_manifest_label_convention_is_decided_by_label_str_agreement(tmp_path, fake_is):
+    """``label`` 0/1 with 1 = fake (the README's) beside a ``label_str`` must not be read as the 140k CSVs'
+    1 = real; a manifest in the 140k convention still reads as such. Either way the index says which."""
+    root = make_folder_dataset(tmp_path / "imgs", per_class=3, splits=("",))
+    rows = [(f"{cls}/{i:03d}.jpg", int((cls == "fake") == bool(fake_is)), cls) for cls in ("real", "fake")
+            for i in range(3)]
+    rows.append(("real/002.jpg", int(not fake_is), "fake"))  # one row whose two columns disagree: skipped
+    index = discover(_manifest(root / "m.csv", ["path", "label", "label_str"], rows))
+    assert index.counts() == {"train": {"real": 3, "fake": 3}}
+    assert all(s.label == (FAKE if "/fake/" in s.path else REAL) for s in index.splits["train"])
+    assert f"label 1 = {'fake' if fake_is else 'real'}" in index.labels
+    assert f"label 1 = {'fake' if fake_is else 'real'}" in index.describe()
+    assert any("1 row(s) whose label and label_str disagree" in n for n in index.notes)
+
+
+def test_manifest_label_str_that_names_no_class_leaves_label_in_charge(tmp_path):
+    root = make_folder_dataset(tmp_path / "imgs", per_class=2, splits=("",))
+    rows = [(f"{cls}/{i:03d}.jpg", int(cls == "fake"), f"photo {i}") for cls in ("real", "fake") for i in range(2)]
+    index = discover(_manifest(root / "m.csv", ["path", "label", "label_str"], rows))
+    assert all(s.label == (FAKE if "/fake/" in s.path else REAL) for s in index.splits["train"])
+    assert index.splits["train"][0].meta["label_str"].startswith("photo")
+    assert "label 1 = fake" in index.labels
+
+
+def test_manifest_whose_label_columns_agree_either_way_equally_is_refused(tmp_path):
+    root = make_folder_dataset(tmp_path / "imgs", per_class=2, splits=("",))
+    rows = [("real/000.jpg", 0, "real"), ("fake/000.jpg", 1, "fake"),  # 1 = fake
+            ("real/001.jpg", 1, "real"), ("fake/001.jpg", 0, "fake")]  # 1 = real
+    with pytest.raises(DataError, match="cannot tell whether label 1 means fake or real"):
+        discover(_manifest(root / "m.csv", ["path", "label", "label_str"], rows))
 
 
 def test_manifest_without_needed_columns(tmp_path):

@@ -157,6 +157,7 @@ def test_check_in_worker_processes_matches_and_reports_progress(planted):
 def test_check_on_the_real_sample(sample_root):
     r = check_dataset(sample_root, workers=0)
     assert r["layout"] == "140k-csv" and r["files"] == 1700
+    assert "label 1 = real" in r["labels"] and "label 1 = real" in format_check_report(r)  # the CSVs' convention
     assert r["sizes"] == {"256x256": 1700} and r["modes"] == {"RGB": 1700} and r["formats"] == {"JPEG": 1700}
     assert r["errors"] == [] and r["leaks"] == [] and r["unreadable"] == []
 

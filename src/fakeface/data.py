@@ -7,10 +7,11 @@ Layouts read by :func:`discover` (labels always come from names, never from fold
   its ``real-vs-fake/`` folder or the folder above; with the CSVs (their ``label`` is 1 = real: converted
   here, once) or without;
 * any folder with ``real/`` and ``fake/`` (or CNNDetection's ``0_real/`` and ``1_fake/``), at any depth, with
-  or without ``train/valid/test`` levels;
-* a CSV manifest with a path column and a label column (``real``/``fake``; numeric labels mean 1 = fake,
-  except in the 140k CSVs whose ``label_str`` is read), an optional ``split`` column, any other columns kept
-  as metadata.
+  or without ``train/valid/test`` folders at any depth above or below them (an image under two different split
+  folders, or class folders outside every split folder beside others inside one, are refused as ambiguous);
+* a CSV manifest with a path column and a label column (``real``/``fake``; numeric labels mean 1 = fake), an
+  optional ``split`` column, any other columns kept as metadata. With both ``label`` and ``label_str`` (the
+  140k CSVs have label 1 = real), the convention is the one under which the two columns agree.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val":
 CLASS_DIRS = {"real": REAL, "0_real": REAL, "fake": FAKE, "1_fake": FAKE}
 LABEL_WORDS = {"real": REAL, "0_real": REAL, "fake": FAKE, "1_fake": FAKE}
 PATH_COLUMNS = ("path", "filepath", "file_path", "image_path", "image", "file", "filename")
-LABEL_COLUMNS = ("label_str", "label", "class", "target", "is_fake")
+LABEL_COLUMNS = ("label", "label_str", "class", "target", "is_fake")
 UNLABELLED = -1
 
 
@@ -60,13 +61,15 @@ class DatasetIndex:
     layout: str
     splits: dict[str, list[Sample]]
     notes: list[str] = field(default_factory=list)
+    labels: str = "folder names"  # where the labels came from, and which numeric convention was read
+
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {split: class_counts(samples) for split, samples in self.splits.items()}
 
     def describe(self) -> str:
         parts = [f"{s}: {c['real']} real + {c['fake']} fake" for s, c in self.counts().items()]
-        return f"{self.root} ({self.layout}) - " + ("; ".join(parts) or "no images")
+        return f"{self.root} ({self.layout}; labels: {self.labels}) - " + ("; ".join(parts) or "no images")
 
 
 def class_counts(samples: list[Sample]) -> dict[str, int]:
@@ -145,18 +148,41 @@ def _images_under(folder: Path, notes: Counter) -> list[Path]:
     return out
 
 
+def _split_of(folder: Path, directory: Path) -> str | None:
+    """The split named by a train/valid/test folder between ``folder`` and ``directory``, if any."""
+    named = {}
+    for part in directory.relative_to(folder).parts:
+        split = SPLIT_ALIASES.get(part.lower())
+        if split is not None:
+            named.setdefault(split, part)
+    if len(named) > 1:
+        raise DataError(f"{directory} lies under both {'/ and '.join(named.values())}/ folders: cannot tell which "
+                        "split its images belong to; point --data at one of them")
+    return next(iter(named), None)
+
+
 def _read_folders(folder: Path) -> DatasetIndex:
     ignored: Counter = Counter()
-    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in sorted(folder.iterdir())
-                  if d.is_dir() and d.name.lower() in SPLIT_ALIASES}
     splits: dict[str, list[Sample]] = {}
-    for split, split_dir in (split_dirs or {"train": folder}).items():
-        samples = []
-        for class_dir, label in _class_dirs(split_dir):
-            samples += [Sample(str(p), label) for p in _images_under(class_dir, ignored)]
-        splits[split] = samples
+    outside: list[Path] = []  # class folders holding images that no split folder encloses
+    split_by_dir: dict[Path, str | None] = {}
+    for class_dir, label in _class_dirs(folder):
+        for p in _images_under(class_dir, ignored):
+            if p.parent not in split_by_dir:
+                split_by_dir[p.parent] = _split_of(folder, p.parent)
+            split = split_by_dir[p.parent]
+            if split is None and (not outside or outside[-1] != class_dir):
+                outside.append(class_dir)
+            splits.setdefault(split, []).append(Sample(str(p), label))
+    if outside and len(splits) > 1:
+        named = "/".join(s for s in SPLITS if s in splits)
+        raise DataError(f"{folder} has {named} folders, and images outside any train/valid/test folder in "
+                        f"{', '.join(map(str, outside[:3]))}: move them into a split folder, or point --data at "
+                        "one part")
+    if None in splits:
+        splits["train"] = splits.pop(None)  # no split folders at all: everything is training data
     notes = [f"ignored {n} non-image file(s) with suffix {s!r}" for s, n in ignored.items()]
-    return DatasetIndex(folder, "folders", splits, notes)
+    return DatasetIndex(folder, "folders", {s: splits[s] for s in SPLITS if s in splits}, notes)
 
 
 def _parse_label(value: str, numeric_fake: int) -> int:
@@ -177,8 +203,32 @@ def _read_rows(csv_path: Path) -> tuple[list[str], list[dict]]:
         raise DataError(f"cannot read CSV {csv_path}: {e}") from e
 
 
+def _label_convention(csv_path: Path, rows: list[dict], label_col: str, words_col: str) -> tuple[int, str, bool]:
+    """(the numeric label meaning fake, how it was decided, whether the word column is a label) for a CSV with
+    both a numeric and a word label column.
+
+    The README's convention is 1 = fake; the 140k CSVs say 1 = real beside ``label_str``. Whichever the two
+    columns agree under on more rows is the file's convention.
+    """
+    agree = Counter()  # numeric value meaning fake -> rows agreeing under it
+    for row in rows:
+        word = LABEL_WORDS.get((row.get(words_col) or "").strip().lower())
+        number = (row.get(label_col) or "").strip()
+        if word is not None and number in ("0", "1", "0.0", "1.0"):
+            agree[int(float(number)) if word == FAKE else 1 - int(float(number))] += 1
+    if agree[1] == agree[0] and agree[1]:
+        raise DataError(f"{csv_path}: {label_col} and {words_col} agree on as many rows with 1 = fake as with "
+                        f"1 = real ({agree[1]} each): cannot tell whether label 1 means fake or real")
+    if agree[0] > agree[1]:
+        return 0, f"{label_col} 1 = real, the 140k CSVs' convention ({words_col} agrees)", True
+    if agree[1]:
+        return 1, f"{label_col} 1 = fake ({words_col} agrees)", True
+    return 1, f"{label_col} 1 = fake ({words_col} names no class: kept as metadata)", False
+
+
 def _samples_from_rows(csv_path: Path, rows: list[dict], columns: list[str], base: Path,
-                       notes: list[str]) -> list[tuple[str | None, Sample]]:
+                       notes: list[str]) -> tuple[list[tuple[str | None, Sample]], str]:
+    """Rows -> [(split or None, sample)], and how the labels were read."""
     lower = {c.lower().strip(): c for c in columns if c}
     path_col = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
     label_col = next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
@@ -186,10 +236,13 @@ def _samples_from_rows(csv_path: Path, rows: list[dict], columns: list[str], bas
         raise DataError(f"{csv_path}: need a path column ({'/'.join(PATH_COLUMNS)}) and a label column "
                         f"({'/'.join(LABEL_COLUMNS)}); found columns {columns}")
     split_col = lower.get("split")
+    words_col = lower.get("label_str") if label_col == lower.get("label") else None
+    numeric_fake, labels = 1, f"column {label_col} (real/fake, or 1 = fake)"
+    if words_col is not None:
+        numeric_fake, labels, words_are_labels = _label_convention(csv_path, rows, label_col, words_col)
+        words_col = words_col if words_are_labels else None
     meta_cols = [c for c in columns if c and c not in (path_col, label_col, split_col)]
-    # The 140k CSVs say label 1 = real; everything else we read says 1 = fake (CNNDetection's convention).
-    numeric_fake = 0 if {"label_str", "label"} <= set(lower) else 1
-    out, bad, unknown_splits = [], 0, Counter()
+    out, bad, disagree, unknown_splits = [], 0, 0, Counter()
     for row in rows:
         split_value = (row.get(split_col) or "").strip() if split_col else ""
         if split_value and split_value.lower() not in SPLIT_ALIASES:  # a typo must not leak rows into training
@@ -197,34 +250,40 @@ def _samples_from_rows(csv_path: Path, rows: list[dict], columns: list[str], bas
             continue
         try:
             label = _parse_label(row[label_col] or "", numeric_fake)
-            if label_col == lower.get("label_str") and "label" in lower and row[lower["label"]].strip():
-                if _parse_label(row[lower["label"]], numeric_fake) != label:
-                    raise ValueError("label and label_str disagree")
             rel = (row[path_col] or "").strip()
             if not rel:
                 raise ValueError("empty path")
         except (ValueError, KeyError, AttributeError):
             bad += 1
             continue
+        word = LABEL_WORDS.get((row.get(words_col) or "").strip().lower()) if words_col else None
+        if word is not None and word != label:
+            disagree += 1
+            continue
         split = SPLIT_ALIASES.get(split_value.lower())
         meta = {c: row.get(c) for c in meta_cols}
         out.append((split, Sample(str(base / rel), label, meta)))
     if bad:
         notes.append(f"{csv_path.name}: skipped {bad} row(s) with a missing path or an unreadable label")
+    if disagree:
+        notes.append(f"{csv_path.name}: skipped {disagree} row(s) whose {label_col} and {words_col} disagree")
     if unknown_splits:
         values = ", ".join(f"{v!r} x{n}" for v, n in unknown_splits.most_common())
         notes.append(f"{csv_path.name}: skipped {sum(unknown_splits.values())} row(s) whose split is none of "
                      f"train/valid/test ({values})")
-    return out
+    return out, labels
 
 
 def _read_140k_csvs(root: Path, csvs: dict[str, Path], images: Path) -> DatasetIndex:
     notes: list[str] = []
-    splits = {}
+    splits, labels = {}, {}
     for split, csv_path in csvs.items():
         columns, rows = _read_rows(csv_path)
-        splits[split] = [s for _, s in _samples_from_rows(csv_path, rows, columns, images, notes)]
-    return DatasetIndex(root, "140k-csv", splits, notes)
+        samples, labels[csv_path.name] = _samples_from_rows(csv_path, rows, columns, images, notes)
+        splits[split] = [s for _, s in samples]
+    same = len(set(labels.values())) == 1
+    return DatasetIndex(root, "140k-csv", splits, notes, next(iter(labels.values())) if same else
+                        "; ".join(f"{name}: {way}" for name, way in labels.items()))
 
 
 def _read_manifest(csv_path: Path) -> DatasetIndex:
@@ -234,9 +293,10 @@ def _read_manifest(csv_path: Path) -> DatasetIndex:
     if "label_str" in columns and (base / "real-vs-fake").is_dir():
         base = base / "real-vs-fake"  # one of the 140k CSVs given directly
     splits: dict[str, list[Sample]] = {}
-    for split, sample in _samples_from_rows(csv_path, rows, columns, base, notes):
+    samples, labels = _samples_from_rows(csv_path, rows, columns, base, notes)
+    for split, sample in samples:
         splits.setdefault(split or "train", []).append(sample)
-    return DatasetIndex(csv_path, "manifest", splits, notes)
+    return DatasetIndex(csv_path, "manifest", splits, notes, labels)
 
 
 # -- splits ---------------------------------------------------------------------------------------------------

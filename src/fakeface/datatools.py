@@ -370,6 +370,7 @@ def check_dataset(path: str | os.PathLike, near_duplicates: bool = True, hash_si
     return {
         "path": str(index.root),
         "layout": index.layout,
+        "labels": index.labels,
         "files": len(paths),
         "splits": splits,
         "balance": balance,  # fraction fake per split
@@ -412,7 +413,8 @@ def _top(counts: Mapping[str, int], k: int = 3) -> str:
 def format_check_report(result: dict, examples: int = 5) -> str:
     """A few lines per section of a :func:`check_dataset` result, errors first."""
     root = result["path"]
-    lines = [f"{root} ({result['layout']}): {result['files']} file(s) checked in {result['seconds']:.1f} s"]
+    lines = [f"{root} ({result['layout']}; labels: {result['labels']}): {result['files']} file(s) checked in "
+             f"{result['seconds']:.1f} s"]
     for title, items in (("ERRORS", result["errors"]), ("warnings", result["warnings"])):
         if items:
             lines.append(f"{title} ({len(items)}):")
