@@ -2,6 +2,8 @@
 
     python benchmarks/accuracy.py [--config configs/sample-cpu.yaml] [--data ../shared/data/faces140k-sample]
                                   [--seeds 0 1 2] [--runs runs/accuracy] [--doc docs/results.md]
+                                  [--readme README.md]
+    python benchmarks/accuracy.py --readme README.md --readme-only   # README's table from the existing doc
 
 For each seed: ``fakeface train`` with the config (the train split; best epoch and threshold chosen on the
 valid split), then ``fakeface evaluate`` on the test split with bootstrap intervals and the robustness
@@ -10,7 +12,9 @@ the valid split too). Then the seeds' ensemble. docs/results.md gets every table
 robustness, calibration, ensemble - with training time, machine, versions and this command. Every number in
 the docs comes from here; nothing is typed by hand. A run folder that already holds a finished run is
 not retrained (delete it to retrain), and its evaluation is reused while the checkpoint, data and settings are
-the same; an interrupted run is resumed.
+the same; an interrupted run is resumed. ``--readme`` rewrites the results table between the README's
+``<!-- results:begin -->`` / ``<!-- results:end -->`` markers from the same numbers; ``--readme-only`` does just
+that from the tables of the doc ``--doc`` names, without training.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -40,6 +45,9 @@ from fakeface.train import load_config, train
 
 REPO = Path(__file__).resolve().parents[1]
 PERTURB = {"jpeg": [90, 70, 50], "blur": [1, 2], "resize": [0.5, 0.75], "noise": [0.02]}
+README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
+SPREAD_HEADER = ["metric", "mean", "std", "min", "max"]
+ROBUSTNESS_HEADER = ["perturbation", "level", "accuracy", "ROC-AUC", "change (mean)", "change (worst)"]
 
 
 def cpu_name() -> str:
@@ -110,7 +118,8 @@ def where_the_errors_are(eval_dirs: list[Path]) -> tuple[list[tuple[int, float]]
     return per_run, counts
 
 
-def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | None, command: str) -> None:
+def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | None, command: str) -> str:
+    """Write the doc; return the README's results table made from the same numbers."""
     keys = ("accuracy", "roc_auc", "average_precision", "eer", "tpr_at_fpr_1", "ece")
 
     def each(s: dict, get) -> str:  # one value per model of the seed's detector
@@ -179,13 +188,13 @@ this machine alone.
 
 ## Spread across {len(seeds)} seeds
 
-{md_table(["metric", "mean", "std", "min", "max"], spread)}
+{md_table(SPREAD_HEADER, spread)}
 
 ## Robustness (mean over seeds; both classes perturbed alike)
 
 Change = ROC-AUC under the perturbation minus the clean ROC-AUC (worst seed in the last column).
 
-{md_table(["perturbation", "level", "accuracy", "ROC-AUC", "change (mean)", "change (worst)"], robustness)}
+{md_table(ROBUSTNESS_HEADER, robustness)}
 
 ## Calibration (temperature and threshold fitted on the valid split)
 
@@ -233,6 +242,61 @@ Python {platform.python_version()}
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+    return readme_table(spread, robustness, args.config, len(seeds), n, path)
+
+
+def readme_table(spread: list[list[str]], robustness: list[list[str]], config: str, n_seeds: int, n_images: int,
+                 doc: Path) -> str:
+    """The README's few headline lines, from the doc's spread and robustness rows (as the doc prints them)."""
+    by_metric = {row[0]: [float(v) for v in row[1:]] for row in spread}
+    rows = []
+    for key, name in (("accuracy", "accuracy"), ("roc_auc", "ROC-AUC"), ("tpr_at_fpr_1", "fakes caught at 1 % FPR")):
+        if key in by_metric:
+            mean, std, low, high = by_metric[key]
+            rows.append([name, f"{mean:.3f} +- {std:.3f}", f"{low:.3f} - {high:.3f}"])
+    for perturbation, level, name in (("jpeg", "50", "ROC-AUC change at JPEG quality 50"),
+                                      ("resize", "0.5", "ROC-AUC change at 0.5x resize")):
+        row = next((r for r in robustness if r[0] == perturbation and r[1] == level), None)
+        if row is not None:
+            rows.append([name, f"{float(row[4]):+.3f}", f"worst seed {float(row[5]):+.3f}"])
+    link = os.path.relpath(doc, REPO) if doc.resolve().is_relative_to(REPO) else str(doc)
+    return (f"`{config}` on the 140k sample's test split ({n_images} faces), {n_seeds} seeds; written by "
+            f"`python benchmarks/accuracy.py`, every table in [{link}]({link}).\n\n"
+            + md_table([f"test split, {n_seeds} seeds", "mean +- std", "range"], rows))
+
+
+def doc_tables(doc: Path) -> tuple[list[list[str]], list[list[str]], str, int, int]:
+    """Read back what :func:`write_doc` wrote: (spread rows, robustness rows, config, seeds, test images)."""
+    text = doc.read_text()
+
+    def table(header: list[str]) -> list[list[str]]:
+        marker = "| " + " | ".join(header) + " |\n"
+        rows = []
+        for line in text.split(marker, 1)[1].splitlines()[1:] if marker in text else []:  # [1:]: the |---| line
+            if not line.startswith("|"):
+                break
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        return rows
+
+    spread, robustness = table(SPREAD_HEADER), table(ROBUSTNESS_HEADER)
+    if not spread:
+        raise SystemExit(f"{doc} has no spread table: was it written by benchmarks/accuracy.py?")
+    config = re.search(r"Recipe: `([^`]+)`", text)
+    images = re.search(r"test split of (\d+) images", text)
+    seeds = re.search(r"## Spread across (\d+) seeds", text)
+    return (spread, robustness, config.group(1) if config else "?", int(seeds.group(1)) if seeds else 0,
+            int(images.group(1)) if images else 0)
+
+
+def rewrite_readme(readme: Path, table: str) -> None:
+    """Replace what lies between the README's results markers with ``table``."""
+    text = readme.read_text()
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or \
+            text.index(README_BEGIN) > text.index(README_END):
+        raise SystemExit(f"{readme} needs one {README_BEGIN} line before one {README_END} line")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}")
 
 
 def main():
@@ -244,7 +308,16 @@ def main():
     ap.add_argument("--doc", default="docs/results.md")
     ap.add_argument("--epochs", type=int, help="override the config (quick checks only)")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--readme", help="also rewrite this README's results table (between its markers)")
+    ap.add_argument("--readme-only", action="store_true",
+                    help="only rewrite --readme's table from the tables already in --doc (no training)")
     args = ap.parse_args()
+    if args.readme_only:
+        if not args.readme:
+            ap.error("--readme-only needs --readme")
+        rewrite_readme(Path(args.readme), readme_table(*doc_tables(Path(args.doc)), Path(args.doc)))
+        print(f"rewrote the results table in {args.readme} from {args.doc}")
+        return
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/accuracy.py", *sys.argv[1:]])
     overrides = {"epochs": args.epochs} if args.epochs else {}
     seeds = []
@@ -271,8 +344,11 @@ def main():
         print(f"ensemble: accuracy {with_ci(ensemble, 'accuracy')}  ROC-AUC {with_ci(ensemble, 'roc_auc')}")
     cfg = load_config(args.config, overrides).to_dict()
     cfg.pop("data"), cfg.pop("out"), cfg.pop("seed")
-    write_doc(Path(args.doc), args, cfg, seeds, ensemble, command)
+    table = write_doc(Path(args.doc), args, cfg, seeds, ensemble, command)
     print(f"wrote {args.doc}")
+    if args.readme:
+        rewrite_readme(Path(args.readme), table)
+        print(f"rewrote the results table in {args.readme}")
 
 
 if __name__ == "__main__":
