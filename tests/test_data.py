@@ -187,6 +187,15 @@ def test_manifest_label_str_that_names_no_class_leaves_label_in_charge(tmp_path)
     assert "label 1 = fake" in index.labels
 
 
+def test_manifest_with_two_word_label_columns_skips_rows_where_they_differ(tmp_path):
+    root = make_folder_dataset(tmp_path / "imgs", per_class=2, splits=("",))
+    rows = [("real/000.jpg", "real", "real"), ("fake/000.jpg", "fake", "fake"), ("fake/001.jpg", "fake", "real")]
+    index = discover(_manifest(root / "m.csv", ["path", "label", "label_str"], rows))
+    assert index.counts() == {"train": {"real": 1, "fake": 1}}
+    assert "checked against label_str" in index.labels
+    assert any("1 row(s) whose label and label_str disagree" in n for n in index.notes)
+
+
 def test_manifest_whose_label_columns_agree_either_way_equally_is_refused(tmp_path):
     root = make_folder_dataset(tmp_path / "imgs", per_class=2, splits=("",))
     rows = [("real/000.jpg", 0, "real"), ("fake/000.jpg", 1, "fake"),  # 1 = fake

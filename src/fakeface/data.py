@@ -223,6 +223,8 @@ def _label_convention(csv_path: Path, rows: list[dict], label_col: str, words_co
         return 0, f"{label_col} 1 = real, the 140k CSVs' convention ({words_col} agrees)", True
     if agree[1]:
         return 1, f"{label_col} 1 = fake ({words_col} agrees)", True
+    if any(LABEL_WORDS.get((row.get(words_col) or "").strip().lower()) is not None for row in rows):
+        return 1, f"{label_col} (real/fake, or 1 = fake), checked against {words_col}", True
     return 1, f"{label_col} 1 = fake ({words_col} names no class: kept as metadata)", False
 
 
