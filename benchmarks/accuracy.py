@@ -242,11 +242,11 @@ Python {platform.python_version()}
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    return readme_table(spread, robustness, args.config, len(seeds), n, path)
+    return readme_table(spread, robustness, args.config, len(seeds), n, path, Path(args.readme or "README.md"))
 
 
 def readme_table(spread: list[list[str]], robustness: list[list[str]], config: str, n_seeds: int, n_images: int,
-                 doc: Path) -> str:
+                 doc: Path, readme: Path) -> str:
     """The README's few headline lines, from the doc's spread and robustness rows (as the doc prints them)."""
     by_metric = {row[0]: [float(v) for v in row[1:]] for row in spread}
     rows = []
@@ -259,8 +259,8 @@ def readme_table(spread: list[list[str]], robustness: list[list[str]], config: s
         row = next((r for r in robustness if r[0] == perturbation and r[1] == level), None)
         if row is not None:
             rows.append([name, f"{float(row[4]):+.3f}", f"worst seed {float(row[5]):+.3f}"])
-    link = os.path.relpath(doc, REPO) if doc.resolve().is_relative_to(REPO) else str(doc)
-    return (f"`{config}` on the 140k sample's test split ({n_images} faces), {n_seeds} seeds; written by "
+    link = os.path.relpath(doc.resolve(), readme.resolve().parent)
+    return (f"`{config}` on the test split ({n_images} images), {n_seeds} seeds; written by "
             f"`python benchmarks/accuracy.py`, every table in [{link}]({link}).\n\n"
             + md_table([f"test split, {n_seeds} seeds", "mean +- std", "range"], rows))
 
@@ -315,7 +315,7 @@ def main():
     if args.readme_only:
         if not args.readme:
             ap.error("--readme-only needs --readme")
-        rewrite_readme(Path(args.readme), readme_table(*doc_tables(Path(args.doc)), Path(args.doc)))
+        rewrite_readme(Path(args.readme), readme_table(*doc_tables(Path(args.doc)), Path(args.doc), Path(args.readme)))
         print(f"rewrote the results table in {args.readme} from {args.doc}")
         return
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/accuracy.py", *sys.argv[1:]])
