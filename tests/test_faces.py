@@ -88,6 +88,26 @@ def test_realigning_an_aligned_ffhq_face_gives_it_back(sample_root, finder):
     assert np.median(diffs) < np.median(shifted_diffs), (diffs, shifted_diffs)
 
 
+def test_a_tight_face_crop_is_framed_like_ffhq_with_the_missing_margin_filled(sample_root, finder):
+    square = np.array([[0, 0], [0, 256], [256, 256], [256, 0]])
+    test = sample_root / "real_vs_fake" / "real-vs-fake" / "test"
+    found, corner_errors = 0, []
+    for path in sorted((test / "real").glob("*.jpg"))[:4] + sorted((test / "fake").glob("*.jpg"))[:4]:
+        orig = Image.open(path).convert("RGB")
+        tight = orig.crop((48, 40, 208, 216))  # like a photo cropped to the face: FFHQ's square reaches past it
+        faces = finder.detect(tight)
+        if not faces:
+            continue
+        found += 1
+        corner_errors.append(np.abs(faces[0].quad + [48, 40] - square).max())
+        again = np.asarray(crop_face(tight, faces[0]), dtype=np.float32)
+        o = np.asarray(orig, dtype=np.float32)
+        assert again.shape == (256, 256, 3)
+        centre = np.abs(again[64:192, 64:192] - o[64:192, 64:192]).mean()
+        assert centre < np.abs(o[72:200, 64:192] - o[64:192, 64:192]).mean()  # nearer than the original 8 px lower
+    assert found >= 6 and np.median(corner_errors) < 10, (found, np.round(corner_errors, 1))
+
+
 def test_an_image_without_a_face_says_no_face(tiny_run, finder):
     from fakeface.predict import Detector
 
