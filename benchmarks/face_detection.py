@@ -156,7 +156,7 @@ def run(args) -> dict:
     if args.checkpoint:
         from fakeface.export import load_detector
 
-        model = load_detector(args.checkpoint, device="cpu")
+        model = load_detector(args.checkpoint, device=args.device)
     faces = [Image.open(p).convert("RGB") for p in paths]
     result: dict = {"split": args.split, "faces": len(paths), "seed": args.seed, "jpeg_quality": args.jpeg_quality,
                     "checkpoint": args.checkpoint}
@@ -275,6 +275,7 @@ def markdown(r: dict) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", nargs="+", help="a detector to measure the verdict change with")
+    ap.add_argument("--device", default="auto", help="where the checkpoint runs: auto, cpu, cuda or mps")
     ap.add_argument("--data", default=str(SHARED / "faces140k-sample"))
     ap.add_argument("--split", default="test", choices=("train", "valid", "test"))
     ap.add_argument("--n", type=int, default=100, help="faces per class")

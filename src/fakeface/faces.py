@@ -94,6 +94,9 @@ class FaceDetector:
 
     def __init__(self, weights: str | os.PathLike | None = None, min_face: int = 40, min_score: float = 0.9,
                  max_side: int = 1024, size: int = FACE_SIZE):
+        if not 0 <= min_score <= 1 or max_side < 12 or size < 16:
+            raise ValueError(f"need 0 <= min_score <= 1, max_side >= 12 and size >= 16; got {min_score}, {max_side}, "
+                             f"{size}")
         try:
             self.mtcnn = MTCNN(weights or default_weights(), min_face=min_face)
         except MTCNNWeightsError as e:
@@ -101,6 +104,7 @@ class FaceDetector:
         self.min_score, self.max_side, self.size = min_score, max_side, size
 
     def detect(self, img: Image.Image) -> list[Face]:
+        """The faces in ``img`` (any PIL mode), largest first; an empty list when there is none."""
         scale = min(1.0, self.max_side / max(img.size))
         small = img.convert("RGB")
         if scale < 1.0:
