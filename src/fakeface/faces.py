@@ -82,7 +82,8 @@ class FaceDetector:
 
     Args:
         weights: the MTCNN safetensors file (default: the one in the package).
-        min_face: the smallest face box searched for, in pixels of the image after the ``max_side`` reduction.
+        min_face: the smallest face box searched for, in pixels of the image after the ``max_side`` reduction
+            (a smaller face has too little detail to be scored at 256 px, and searching for it doubles the cost).
         min_score: O-Net confidence a face needs (a false face is a false verdict, so above MTCNN's 0.7).
         max_side: big photos are searched on a copy this large (faster, the same faces); alignment uses the
             original pixels.
