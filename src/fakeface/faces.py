@@ -1,129 +1,207 @@
-"""Finding faces in ordinary photos and cropping them the way the training data (FFHQ) was cropped.
+"""Finding faces in ordinary photos and aligning them the way the training data (FFHQ) was aligned.
 
-Detector: OpenCV's Haar frontal-face cascade ``alt2``, whose model ships inside the ``opencv-python-headless``
-wheel (4.x; the 5.x wheels ship no cascades), so nothing is downloaded at run time. Chosen on evidence from
-``benchmarks/face_detection.py`` (the sample's 200 test faces pasted into 640x480 scenes): alt2 found 95.5 % with
-0.01 false detections per scene at 74 ms, the default cascade 94.0 % with 0.04 at 58 ms - a false face is a false
-verdict, so alt2. It adds one wheel; mediapipe would pull jax and an old numpy, facenet-pytorch's MTCNN pins
-torch < 2.3.
+Detector: MTCNN (:mod:`fakeface.models.mtcnn`) with facenet-pytorch's published weights, shipped as
+``weights/mtcnn.safetensors`` (see ``weights/mtcnn-NOTICE.txt``). It gives each face its eyes, nose and mouth
+corners.
 
-Crop: FFHQ's crops are centred a little above the middle of the face and about 1.5x as wide as the Haar box.
-``CROP_SCALE`` and ``CROP_SHIFT`` were measured by running the cascade on 300 FFHQ images of the sample
-(256 px crops, 281 found): 256 / mean box width = 1.53, crop centre 0.075 box widths above the box centre.
+Alignment: FFHQ's own recipe (``recreate_aligned_images`` in NVlabs/ffhq-dataset, also how the StyleGAN fakes of
+the 140k set are framed): the eye centres and the mouth centre define a rotated square (:func:`ffhq_quad`), which
+is cut out with FFHQ's reflect-blur padding and resampled to the side the detectors were trained on (256 px for
+the 140k set). MTCNN's eye and mouth-corner points sit where FFHQ's dlib points do (their means on the sample's
+aligned faces nearly give back FFHQ's square), but the square built per face from them is on average 2.4 %
+larger and a little higher than the data's (the recipe takes the larger of two noisy lengths): ``QUAD_SCALE`` and
+``QUAD_DOWN`` undo that, measured by ``benchmarks/face_detection.py --aligned-only --split train --n 650``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
 
+import cv2
 import numpy as np
 from PIL import Image
 
-CROP_SCALE = 1.53  # FFHQ crop side / Haar (alt2) face-box width, measured on the sample's FFHQ crops
-CROP_SHIFT = 0.075  # crop centre above the box centre, in box widths, measured likewise
-CASCADE = "haarcascade_frontalface_alt2.xml"
+from .models.mtcnn import MTCNN, MTCNNWeightsError
+
+FACE_SIZE = 256  # side of the 140k set's aligned faces, the crop a detector trained on it expects
+NO_FACE = "no_face"  # the verdict of an image in which no face was found
+# MTCNN's FFHQ square vs the data's own, on the sample's 1,300 aligned train faces: side 1.024x, centre 0.0068 of
+# the face's side higher (0.0011 to the left: left as is)
+QUAD_SCALE = 1 / 1.024
+QUAD_DOWN = 0.0068 / 1.024  # as a fraction of the uncorrected square's side
+
+
+class FaceDetectorError(ValueError):
+    """The face detector cannot be built (its weights file is missing or broken)."""
+
+
+def default_weights() -> str:
+    """The MTCNN weights file shipped inside the package."""
+    return os.fspath(resources.files("fakeface") / "weights" / "mtcnn.safetensors")
 
 
 @dataclass(frozen=True)
 class Face:
-    box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the detector's face box, in image pixels
-    crop: tuple[int, int, int, int]  # the FFHQ-like square crop around it (may extend past the image)
-    angle: float = 0.0  # roll in degrees from the eyes (FFHQ crops have level eyes); 0 when eyes were not found
+    """One face found in an image, in that image's pixel coordinates."""
+
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1): the detector's face box
+    score: float  # the detector's confidence that this is a face, 0-1
+    landmarks: tuple[tuple[float, float], ...]  # (x, y) of left eye, right eye, nose, left and right mouth corner
+    size: int = FACE_SIZE  # side of the aligned face crop_face cuts out
+
+    @cached_property
+    def quad(self) -> np.ndarray:
+        """(4, 2) corners of FFHQ's aligned square: top-left, bottom-left, bottom-right, top-right of the face."""
+        quad = ffhq_quad(np.asarray(self.landmarks))
+        centre, down = quad.mean(0), quad[1] - quad[0]  # down: the face's downward side
+        return centre + down * QUAD_DOWN + (quad - centre) * QUAD_SCALE
+
+    @property
+    def crop(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): the axis-aligned bounds of :attr:`quad` (may extend past the image)."""
+        lo, hi = np.floor(self.quad.min(0)), np.ceil(self.quad.max(0))
+        return int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
+
+    @property
+    def angle(self) -> float:
+        """Roll in degrees (positive: the face's top edge turns clockwise in the image)."""
+        dx, dy = self.quad[3] - self.quad[0]
+        return float(np.degrees(np.arctan2(dy, dx)))
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "crop": list(self.crop), "score": round(self.score, 4),
+                "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.landmarks],
+                "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in self.quad]}
 
 
 class FaceDetector:
-    """Haar cascade face detector. ``detect(img)`` -> faces, largest first."""
+    """MTCNN faces, largest first. ``detect(img)`` -> list of :class:`Face`.
 
-    def __init__(self, min_size_fraction: float = 0.08, scale_factor: float = 1.1, min_neighbors: int = 5,
-                 max_side: int = 1024):
+    Args:
+        weights: the MTCNN safetensors file (default: the one in the package).
+        min_face: the smallest face box searched for, in pixels of the image after the ``max_side`` reduction
+            (a smaller face has too little detail to be scored at 256 px, and searching for it doubles the cost).
+        min_score: O-Net confidence a face needs (a false face is a false verdict, so above MTCNN's 0.7).
+        max_side: big photos are searched on a copy this large (faster, the same faces); alignment uses the
+            original pixels.
+        size: side of the aligned faces.
+
+    Raises:
+        FaceDetectorError: the weights file is missing or broken.
+    """
+
+    def __init__(self, weights: str | os.PathLike | None = None, min_face: int = 40, min_score: float = 0.9,
+                 max_side: int = 1024, size: int = FACE_SIZE):
+        if not 0 <= min_score <= 1 or max_side < 12 or size < 16:
+            raise ValueError(f"need 0 <= min_score <= 1, max_side >= 12 and size >= 16; got {min_score}, {max_side}, "
+                             f"{size}")
         try:
-            import cv2
-        except ImportError:
-            raise RuntimeError("face detection needs OpenCV: pip install 'opencv-python-headless<5'") from None
-        path = cv2.data.haarcascades + CASCADE
-        self.cascade = cv2.CascadeClassifier(path)
-        if self.cascade.empty():
-            raise RuntimeError(f"OpenCV's face cascade is missing ({path}): opencv-python-headless 5.x ships none, "
-                               "install 'opencv-python-headless<5'")
-        self.eyes = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
-        self.min_size_fraction, self.scale_factor, self.min_neighbors = min_size_fraction, scale_factor, min_neighbors
-        self.max_side = max_side  # detect on a down-scaled copy of big photos: faster, same boxes
+            self.mtcnn = MTCNN(weights or default_weights(), min_face=min_face)
+        except MTCNNWeightsError as e:
+            raise FaceDetectorError(f"face detection is unavailable: {e}") from None
+        self.min_score, self.max_side, self.size = min_score, max_side, size
 
     def detect(self, img: Image.Image) -> list[Face]:
+        """The faces in ``img`` (any PIL mode), largest first; an empty list when there is none."""
         scale = min(1.0, self.max_side / max(img.size))
-        small = img if scale == 1.0 else img.resize([max(1, round(n * scale)) for n in img.size])
-        gray = np.asarray(small.convert("L"))
-        side = max(24, int(min(gray.shape) * self.min_size_fraction))
-        boxes = self.cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                              minSize=(side, side))
+        small = img.convert("RGB")
+        if scale < 1.0:
+            small = small.resize([max(1, round(n * scale)) for n in img.size], Image.Resampling.BILINEAR,
+                                 reducing_gap=2.0)
+        boxes, scores, landmarks = self.mtcnn.detect(np.asarray(small))
         faces = []
-        for x, y, w, h in sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3]):
-            angle = self.eye_angle(gray[y: y + h // 2 + h // 8, x: x + w], w)
-            x, y, w, h = (round(v / scale) for v in (x, y, w, h))
-            faces.append(Face((x, y, x + w, y + h), ffhq_crop_box((x, y, x + w, y + h)), angle))
-        return faces
-
-    def eye_angle(self, upper_face: np.ndarray, face_width: int) -> float:
-        """Roll of the face from its two eyes (degrees, positive = the right-hand eye lower); 0 if unsure."""
-        side = max(8, face_width // 8)
-        eyes = self.eyes.detectMultiScale(upper_face, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
-        if len(eyes) < 2:
-            return 0.0
-        # the two largest, one on each half of the face
-        centres = sorted(((ex + ew / 2, ey + eh / 2, ew * eh) for ex, ey, ew, eh in eyes), key=lambda e: -e[2])[:2]
-        (x1, y1, _), (x2, y2, _) = sorted(centres)
-        if x2 - x1 < face_width * 0.25:
-            return 0.0
-        angle = float(np.degrees(np.arctan2(y2 - y1, x2 - x1)))
-        return angle if abs(angle) <= 30 else 0.0
+        for box, score, points in zip(boxes / scale, scores, landmarks / scale):
+            if score >= self.min_score:
+                faces.append(Face(tuple(int(round(v)) for v in box), float(score),
+                                  tuple((float(x), float(y)) for x, y in points), self.size))
+        return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
 
 
-def ffhq_crop_box(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    """The square FFHQ-like crop around a Haar face box."""
-    x0, y0, x1, y1 = box
-    w = x1 - x0
-    side = round(w * CROP_SCALE)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - CROP_SHIFT * w
-    left, top = round(cx - side / 2), round(cy - side / 2)
-    return left, top, left + side, top + side
+def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
+    """FFHQ's aligned square, (4, 2) corners top-left, bottom-left, bottom-right, top-right, from the five
+    landmarks (eyes, nose, mouth corners), as NVlabs/ffhq-dataset computes it from dlib's eyes and mouth."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    eye_left, eye_right, mouth_left, mouth_right = lm[0], lm[1], lm[3], lm[4]
+    eye_avg = (eye_left + eye_right) * 0.5
+    eye_to_eye = eye_right - eye_left
+    eye_to_mouth = (mouth_left + mouth_right) * 0.5 - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
 
 
-def box_iou(a, b) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+def align(img: Image.Image, quad: np.ndarray, size: int = FACE_SIZE) -> Image.Image:
+    """Cut the square ``quad`` out of ``img`` as a ``size`` px image, FFHQ's way: shrink a big source first, pad
+    past the image's edge by reflection blurred towards the median colour, resample at 4x and reduce."""
+    img, quad = img.convert("RGB"), np.array(quad, dtype=np.float64)
+    qsize = np.hypot(*(quad[3] - quad[0]))
+    shrink = int(np.floor(qsize / size * 0.5))
+    if shrink > 1:
+        img = img.resize((int(np.rint(img.width / shrink)), int(np.rint(img.height / shrink))),
+                         Image.Resampling.LANCZOS)
+        quad /= shrink
+        qsize /= shrink
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    lo, hi = np.floor(quad.min(0)).astype(int), np.ceil(quad.max(0)).astype(int)
+    crop = (max(lo[0] - border, 0), max(lo[1] - border, 0), min(hi[0] + border, img.width),
+            min(hi[1] + border, img.height))
+    if crop[2] <= crop[0] or crop[3] <= crop[1]:  # the square lies wholly outside the image
+        crop = (0, 0, img.width, img.height)
+    if crop[2] - crop[0] < img.width or crop[3] - crop[1] < img.height:
+        img = img.crop(crop)
+        quad -= crop[0:2]
+    pad = (max(border - lo[0] + crop[0], 0), max(border - lo[1] + crop[1], 0),
+           max(hi[0] - crop[0] - img.width + border, 0), max(hi[1] - crop[1] - img.height + border, 0))
+    if max(pad) > border - 4:
+        pad = np.maximum(pad, max(1, int(np.rint(qsize * 0.3))))
+        arr = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
+        h, w, _ = arr.shape
+        yy, xx, _ = np.ogrid[:h, :w, :1]
+        mask = np.maximum(1.0 - np.minimum(np.float32(xx) / pad[0], np.float32(w - 1 - xx) / pad[2]),
+                          1.0 - np.minimum(np.float32(yy) / pad[1], np.float32(h - 1 - yy) / pad[3]))
+        blur = qsize * 0.02
+        arr += (cv2.GaussianBlur(arr, (0, 0), blur, borderType=cv2.BORDER_REFLECT) - arr) * np.clip(
+            mask * 3.0 + 1.0, 0.0, 1.0)
+        arr += (np.median(arr, axis=(0, 1)) - arr) * np.clip(mask, 0.0, 1.0)
+        img = Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "RGB")
+        quad += pad[:2]
+    big = img.transform((4 * size, 4 * size), Image.Transform.QUAD, (quad + 0.5).flatten(),
+                        Image.Resampling.BILINEAR)
+    return big.resize((size, size), Image.Resampling.LANCZOS)
 
 
 def crop_face(img: Image.Image, face: Face) -> Image.Image:
-    """Cut the crop out, eyes levelled (rotated about the crop's centre by the face's roll); parts beyond the
-    image are filled by edge reflection, as FFHQ's aligner pads."""
-    x0, y0, x1, y1 = face.crop
-    if face.angle:
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        img = img.rotate(face.angle, resample=Image.Resampling.BILINEAR, center=(cx, cy))
-    pad = max(0, -x0, -y0, x1 - img.width, y1 - img.height)
-    if pad == 0:
-        return img.crop(face.crop)
-    arr = np.pad(np.asarray(img), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    return Image.fromarray(arr).crop((x0 + pad, y0 + pad, x1 + pad, y1 + pad))
+    """The face aligned like FFHQ, ``face.size`` px square."""
+    return align(img, face.quad, face.size)
 
 
-def analyse(detector, img: Image.Image, face_detector: FaceDetector | None) -> dict:
-    """Score every face in ``img`` (or the whole image when no face is found or detection is off).
+def analyse(detector, img: Image.Image, face_detector: FaceDetector | None, whole_image_if_none: bool = False
+            ) -> dict:
+    """Score every face in ``img``; with ``face_detector=None`` score the whole image as one face crop.
 
-    Returns ``{"faces": [{"box", "crop", "p_fake", "verdict", "whole_image"}], "p_fake", "verdict",
-    "faces_found"}``; the image-level verdict is the most suspicious face's.
+    Returns ``{"faces": [...], "p_fake", "verdict", "faces_found"}``; each face row has ``box``, ``crop``,
+    ``quad``, ``landmarks``, ``score`` (see :meth:`Face.to_dict`), ``p_fake``, ``verdict`` and ``whole_image``
+    (``False``), and the image-level answer is the most suspicious face's. No face found: ``faces`` is empty,
+    ``p_fake`` is ``None`` and ``verdict`` is :data:`NO_FACE` - unless ``whole_image_if_none``, when the whole
+    image is scored instead. A whole-image row has ``box`` and ``crop`` = the image and ``whole_image`` ``True``.
     """
     faces = face_detector.detect(img) if face_detector is not None else []
+    if face_detector is not None and not faces and not whole_image_if_none:
+        return {"faces": [], "p_fake": None, "verdict": NO_FACE, "faces_found": 0}
     crops = [crop_face(img, f) for f in faces] or [img]
     probs = detector.predict(crops)
     if faces:
-        rows = [{"box": list(f.box), "crop": list(f.crop), "p_fake": float(p), "verdict": detector.verdict(p),
-                 "whole_image": False} for f, p in zip(faces, probs)]
+        rows = [{**f.to_dict(), "p_fake": float(p), "verdict": detector.verdict(p), "whole_image": False}
+                for f, p in zip(faces, probs)]
     else:
-        rows = [{"box": [0, 0, img.width, img.height], "crop": [0, 0, img.width, img.height],
-                 "p_fake": float(probs[0]), "verdict": detector.verdict(probs[0]), "whole_image": True}]
+        whole = [0, 0, img.width, img.height]
+        rows = [{"box": whole, "crop": whole, "p_fake": float(probs[0]), "verdict": detector.verdict(probs[0]),
+                 "whole_image": True}]
     top = max(rows, key=lambda r: r["p_fake"])
     return {"faces": rows, "p_fake": top["p_fake"], "verdict": top["verdict"], "faces_found": len(faces)}
