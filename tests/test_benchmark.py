@@ -252,3 +252,20 @@ def test_shipped_suite_names_sets_that_exist(sample_root):
     assert [s for s in generator if s.label == 0] == reals  # against the same test reals
     assert all("cross-generator/stylegan2/fake" in s.path for s in generator if s.label == 1)
     assert sets["unsplash"].samples and all(s.label == 0 for s in sets["unsplash"].samples)
+
+
+def test_unreadable_images_are_counted_and_named(tiny_run, tmp_path):
+    _, ckpt = tiny_run
+    photos = make_folder_dataset(tmp_path / "photos", per_class=4, size=96, splits=("",), class_dirs=("real",))
+    (photos / "real" / "broken.jpg").write_bytes(b"not a jpeg")
+    suite = write_suite(tmp_path / "s.yaml", "real:\n  photos: {images: photos}\n")
+    result = run([ckpt], suite, tmp_path / "out", n_boot=0)
+    (photos_result,) = result["sets"]
+    assert (photos_result["n_real"], photos_result["skipped"]) == (4, 1)
+    assert photos_result["skipped_examples"][0]["path"].endswith("broken.jpg")
+    assert "(1 unreadable)" in benchmark_table_markdown(result)
+    (photos / "real" / "000.jpg").unlink()  # now every image but the broken one is gone
+    for name in ("001.jpg", "002.jpg", "003.jpg"):
+        (photos / "real" / name).unlink()
+    with pytest.raises(ValueError, match="none of its 1 images could be read.*broken.jpg"):
+        run([ckpt], suite, tmp_path / "again", n_boot=0)
