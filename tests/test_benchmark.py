@@ -46,7 +46,7 @@ def tiny_suite(tmp_path) -> Path:
     return write_suite(tmp_path / "suites" / "tiny.yaml", f"""
 name: tiny
 labelled:
-  lab: {{data: ../sets/lab, split: test}}
+  lab: {{data: ../sets/lab, split: Testing}}
 generators:
   gen: {{fakes: ../sets/gen/other/fake, reals: lab}}
 real:

@@ -35,7 +35,7 @@ from sklearn.metrics import roc_curve
 
 from . import FAKE, REAL, __version__
 from .card import md_table
-from .data import DataError, Sample, class_counts, discover
+from .data import SPLIT_ALIASES, DataError, Sample, class_counts, discover
 from .export import load_detector  # the one place this module gets its detectors from
 from .images import is_image_file
 from .metrics import bootstrap_ci, compute_metrics
@@ -182,7 +182,8 @@ def read_suite(path: str | os.PathLike) -> Suite:
         except DataError as e:
             problems.append(f"labelled set {name!r}: {e}")
             continue
-        split = s.split or ("test" if "test" in index.splits or len(index.splits) != 1 else next(iter(index.splits)))
+        split = SPLIT_ALIASES.get(s.split.lower(), s.split) if s.split else (
+            "test" if "test" in index.splits or len(index.splits) != 1 else next(iter(index.splits)))
         if split not in index.splits:
             problems.append(f"labelled set {name!r}: no {split!r} split in {index.describe()}; give split: one of "
                             f"{', '.join(sorted(index.splits))}")
