@@ -91,6 +91,14 @@ def _evaluation_section(path: Path, m: dict) -> str:
     return "\n".join(out)
 
 
+def benchmark_section(run_dir: Path) -> str:
+    """The table of each benchmark run into the run folder (``fakeface benchmark --out RUN/benchmark``), if any."""
+    from .benchmark import benchmark_table_markdown, find_benchmarks  # benchmark imports this module
+
+    return "".join(f"\n\n### Benchmark `{r['suite_name']}` (`{p}`)\n\n{benchmark_table_markdown(r)}"
+                   for p, r in find_benchmarks(run_dir))
+
+
 def _limits(evaluations: list[tuple[Path, dict]]) -> str:
     rob = [r for _, m in evaluations for r in m.get("robustness", [])]
     compression = [r for r in rob if r["perturbation"] in ("jpeg", "resize")]
@@ -240,7 +248,7 @@ genuine, identity verification, and non-face images.
 
 ## Evaluation
 
-{evaluation}
+{evaluation}{benchmark_section(run_dir)}
 
 ## Known limits
 

@@ -637,6 +637,22 @@ pre { background: #fff; border: 1px solid #e2e2e2; padding: 0.8rem; overflow-x: 
 """
 
 
+def _benchmark_tables(out_dir: str | os.PathLike) -> str:
+    """The table of each benchmark beside this report: in its folder, a sub-folder, or (for an evaluation folder
+    inside a run) the run folder's ``benchmark/``."""
+    from .benchmark import benchmark_rows, find_benchmarks  # benchmark draws its plot with this module
+
+    out_dir = Path(out_dir)
+    in_run = any((out_dir.parent / name).is_file() for name in ("config.yaml", "ensemble.yaml"))  # train wrote it
+    run_dir = out_dir.parent if in_run else None
+    found = dict(find_benchmarks(out_dir) + ([] if run_dir is None else find_benchmarks(run_dir / "benchmark")))
+    return "".join(
+        f"<h2>Benchmark {_esc(r['suite_name'])}</h2><p class=\"sub\">{_esc(path)}: detector "
+        f"{_esc(r['detector']['name'])} at its threshold {format_number(r['detector']['threshold'])}; "
+        f"{_esc(r['interval']['method'])} {float(r['interval']['confidence']):.0%} intervals</p>"
+        f"{_grid_table(benchmark_rows(r), index_header='set')}\n" for path, r in found.items())
+
+
 def write_report(
     out_dir: str | os.PathLike,
     metrics: Mapping,
@@ -665,7 +681,7 @@ def write_report(
 <p class="sub">Generated {_esc(generated)} by fakeface {_esc(__version__)}. Fake is the positive class.</p>
 <h2>Headline metrics</h2>
 {_headline_table(metrics)}
-<h2>Model and data</h2>
+{_benchmark_tables(out_dir)}<h2>Model and data</h2>
 {_kv_table(description) if description else "<p>No description given.</p>"}
 <h2>Plots</h2>
 {_figures(plots) if plots else "<p>No plots.</p>"}
