@@ -154,7 +154,7 @@ def score_checkpoint(path: Path, data: str, parts: dict[str, list[str]], workers
 
     def logits(samples, transform=None):
         plain, _, y = split_logits(scorer, preprocess, cut(samples), workers, transform)
-        return plain, y
+        return plain.astype(np.float64), y  # float64: thresholds one step above a score must stay above it
 
     sets = {"valid": logits(splits["valid"]), "test": logits(splits["test"])}
     for name, label in (("stylegan2_select", FAKE), ("stylegan2_report", FAKE), ("unsplash_select", REAL),
@@ -431,8 +431,7 @@ def main() -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
             spec = {"variant": name, "seed": seed, "data": data, "score_data": args.data, "command": command,
                     "trains_on": sources, "overrides": variants[name] or {}, "config": config, "recipe": recipe,
-                    "parts": parts,
-                    "limit": args.limit_score}
+                    "parts": parts, "limit": args.limit_score}
             (run_dir / "spec.json").write_text(json.dumps(spec))
             queue.append(run_dir)
 
@@ -473,10 +472,11 @@ def main() -> None:
     record = {"rule": RULE, **chosen, "config": config, "config_yaml": yaml.safe_dump(config, sort_keys=False),
               "summary": summary, "runs": runs,
               "run_dirs": [str(out / f"{r['variant']}-s{r['seed']}") for r in runs]}
+    (res_dir / "chosen.json").write_text(json.dumps(record, indent=1))  # first: packing can still fail
     if args.pack_prefix:
         record["tars"] = pack([(f"{r['variant']}-s{r['seed']}.pt", out / f"{r['variant']}-s{r['seed']}" / "weights.pt")
                                for r in runs], res_dir, args.pack_prefix)
-    (res_dir / "chosen.json").write_text(json.dumps(record, indent=1))
+        (res_dir / "chosen.json").write_text(json.dumps(record, indent=1))
     print(f"chosen: {chosen['variant']} (policy {chosen['policy']}{', fallback' if chosen['fallback'] else ''}); "
           + "; ".join(f"{k} {v}" for k, v in summary.items()))
     print("chosen runs:", " ".join(record["run_dirs"]))

@@ -84,3 +84,4 @@ fi
 
 stage "done"
 ls -la "$OUT"
+sleep 1  # lets tee write the last lines of gpu_run.log

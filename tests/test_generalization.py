@@ -179,6 +179,8 @@ def test_reals_threshold_flags_at_most_the_target_of_each_source():
     assert (a >= t).mean() <= 0.02 and (b >= t).mean() <= 0.02
     lower = np.nextafter(t, -np.inf)  # the lowest such: one step lower flags too many in one source
     assert max((a >= lower).mean(), (b >= lower).mean()) > 0.02
+    ties = np.array([0.1, 0.2, 0.3, 0.3])
+    assert (ties >= gs.reals_threshold([ties], 0.02)).mean() == 0
 
 
 def _result(variant, seed, valid_auc, sg2_auc, fpr, flops, trains_on=()):
@@ -250,3 +252,17 @@ def test_score_runs_scores_and_packs_a_checkpoint(tmp_path):
         tar.extractall(tmp_path / "unpacked", filter="data")
     model_from_checkpoint(load_checkpoint(tmp_path / "unpacked" / "student-0.pt"))
     assert "| student | 1 |" in res.stdout
+
+
+def test_the_stylegan2_manifest_adds_training_fakes_and_keeps_the_splits(folder_dataset, tmp_path):
+    from fakeface.data import discover
+
+    extra = []
+    for i in range(3):
+        extra.append(tmp_path / f"sg2-{i}.jpg")
+        noise_image(90 + i, 32).save(extra[-1])
+    before = discover(folder_dataset).counts()
+    after = discover(gs.write_manifest(tmp_path / "m" / "manifest.csv", str(folder_dataset), [str(p) for p in extra]))
+    assert after.counts()["train"] == {"real": before["train"]["real"], "fake": before["train"]["fake"] + 3}
+    assert after.counts()["valid"] == before["valid"] and after.counts()["test"] == before["test"]
+    assert {str(p) for p in extra} <= {s.path for s in after.splits["train"]}
