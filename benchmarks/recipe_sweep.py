@@ -31,15 +31,35 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+def split_logits(scorer, preprocess, samples, workers: int, transform=None, flip: bool = False):
+    """Logits of ``samples`` (and of their mirror images with ``flip``) and their labels (fake = 1), in order;
+    unreadable files are left out."""
+    from torch.utils.data import DataLoader
+
+    from fakeface.data import FaceDataset, collate
+
+    loader = DataLoader(FaceDataset(samples, preprocess, None, transform=transform), batch_size=50,
+                        num_workers=workers, collate_fn=collate)
+    plain, flipped, labels = [], [], []
+    for batch in loader:
+        plain.append(scorer.logits(batch["image"]).numpy())
+        if flip:
+            flipped.append(scorer.logits(torch.flip(batch["image"], dims=[3])).numpy())
+        labels.append(batch["label"].numpy())
+    empty = np.zeros(0, np.float32)
+    plain, labels = (np.concatenate(x) if x else empty for x in (plain, labels))
+    flipped = np.concatenate(flipped) if flipped else None
+    return plain, flipped, (labels == 1).astype(int)  # fake = 1
+
+
 def score_run(run_dir: Path, data: str, workers: int) -> dict:
     """Valid and test logits of best.pt, plain and with flip TTA, and test under two perturbations."""
     from sklearn.metrics import roc_auc_score
-    from torch.utils.data import DataLoader
 
     from fakeface.augment import perturb
     from fakeface.calibrate import pick_threshold
     from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
-    from fakeface.data import FaceDataset, collate, discover
+    from fakeface.data import discover
     from fakeface.inference import Scorer
     from fakeface.runtime import resolve_device
 
@@ -49,15 +69,8 @@ def score_run(run_dir: Path, data: str, workers: int) -> dict:
     splits = discover(data).splits
 
     def logits(samples, transform=None):
-        loader = DataLoader(FaceDataset(samples, preprocess, None, transform=transform), batch_size=50,
-                            num_workers=workers, collate_fn=collate)
-        plain, flipped, labels = [], [], []
-        for batch in loader:
-            plain.append(scorer.logits(batch["image"]).numpy())
-            flipped.append(scorer.logits(torch.flip(batch["image"], dims=[3])).numpy())
-            labels.append(batch["label"].numpy())
-        plain, flipped, labels = map(np.concatenate, (plain, flipped, labels))
-        return plain, (plain + flipped) / 2, (labels == 1).astype(int)  # fake = 1
+        plain, flipped, labels = split_logits(scorer, preprocess, samples, workers, transform, flip=True)
+        return plain, (plain + flipped) / 2, labels
 
     def sig(x):
         return 1 / (1 + np.exp(-x))
@@ -122,17 +135,57 @@ HEADER = ["variant", "seeds", "valid AUC", "valid AUC (flip TTA)", "test acc", "
           "test AUC (TTA)", "AUC change JPEG 50", "AUC change 0.5x", "train s"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", default=str(REPO / "configs/sample-cpu.yaml"))
-    ap.add_argument("--variants", default=str(REPO / "benchmarks/sweep_variants.yaml"))
+def launch(queue: list[Path], command, jobs: int, budget_min: float, kill_min: float | None = None,
+           on_exit=None) -> list[str]:
+    """Run ``command(run_dir)`` for each run folder of ``queue``, ``jobs`` at a time, each logging to
+    ``run_dir/sweep.log``; none starts after ``budget_min`` minutes and those still going at ``kill_min`` are killed.
+    ``on_exit(run_dir, returncode)`` is called as each ends. Returns the names of the runs that failed or were
+    stopped."""
+    queue = list(queue)
+    start, running, failed = time.time(), {}, []
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    while queue or running:
+        elapsed = (time.time() - start) / 60
+        while queue and len(running) < jobs and elapsed < budget_min:
+            run_dir = queue.pop(0)
+            log = open(run_dir / "sweep.log", "a")
+            running[run_dir] = (subprocess.Popen(command(run_dir), stdout=log, stderr=subprocess.STDOUT, env=env), log)
+        if elapsed >= budget_min:
+            queue.clear()
+        for run_dir, (proc, log) in list(running.items()):
+            if kill_min is not None and elapsed >= kill_min and proc.poll() is None:
+                proc.kill()
+            if proc.poll() is not None:
+                log.close()
+                del running[run_dir]
+                if proc.returncode != 0:
+                    failed.append(run_dir.name)
+                print(f"[{elapsed:5.1f} min] {run_dir.name}: exit {proc.returncode}", flush=True)
+                if on_exit is not None:
+                    on_exit(run_dir, proc.returncode)
+        time.sleep(1)
+    return failed
+
+
+def sweep_arguments(doc: str, base: str, variants: str, jobs: int, workers: int,
+                    budget_min: float) -> argparse.ArgumentParser:
+    """The options every sweep takes: base config, variants, data, seeds and how runs share the machine."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default=str(REPO / base))
+    ap.add_argument("--variants", default=str(REPO / variants))
     ap.add_argument("--data", default=str(REPO.parent / "shared/data/faces140k-sample"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=4, help="runs at a time")
-    ap.add_argument("--workers", type=int, default=3, help="loader processes per run")
-    ap.add_argument("--budget-min", type=float, default=8.0, help="start no run after this many minutes")
+    ap.add_argument("--jobs", type=int, default=jobs, help="runs at a time")
+    ap.add_argument("--workers", type=int, default=workers, help="loader processes per run")
+    ap.add_argument("--budget-min", type=float, default=budget_min, help="start no run after this many minutes")
     ap.add_argument("--kill-min", type=float, default=None, help="stop runs still going after this many minutes")
     ap.add_argument("--only", nargs="*", help="variants to run (default: all)")
+    return ap
+
+
+def main() -> None:
+    ap = sweep_arguments(__doc__, "configs/sample-cpu.yaml", "benchmarks/sweep_variants.yaml", jobs=4, workers=3,
+                         budget_min=8.0)
     ap.add_argument("--out", default="runs/sweep")
     ap.add_argument("--doc", default=None, help="write the table here (markdown)")
     ap.add_argument("--results", nargs="+", help="only tabulate these saved sweep.json files into --doc")
@@ -164,29 +217,8 @@ def main() -> None:
                     "overrides": {k: merged[k] for k in changed}}
             (run_dir / "spec.json").write_text(json.dumps(spec))
             queue.append(run_dir)
-    start, running, failed = time.time(), {}, []
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
-    while queue or running:
-        elapsed = (time.time() - start) / 60
-        while queue and len(running) < args.jobs and elapsed < args.budget_min:
-            run_dir = queue.pop(0)
-            log = open(run_dir / "sweep.log", "a")
-            running[run_dir] = (subprocess.Popen([sys.executable, __file__, "--run-dir", str(run_dir), "--workers",
-                                                  str(args.workers)], stdout=log, stderr=subprocess.STDOUT, env=env),
-                                log)
-        if elapsed >= args.budget_min:
-            queue.clear()
-        for run_dir, (proc, log) in list(running.items()):
-            if args.kill_min is not None and elapsed >= args.kill_min and proc.poll() is None:
-                proc.kill()
-            if proc.poll() is not None:
-                log.close()
-                del running[run_dir]
-                if proc.returncode != 0:
-                    failed.append(run_dir.name)
-                print(f"[{elapsed:5.1f} min] {run_dir.name}: exit {proc.returncode}", flush=True)
-        time.sleep(1)
-
+    failed = launch(queue, lambda run_dir: [sys.executable, __file__, "--run-dir", str(run_dir), "--workers",
+                                            str(args.workers)], args.jobs, args.budget_min, args.kill_min)
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*/sweep.json"))
                if json.loads(p.read_text())["variant"] in names]
     (out / "sweep.json").write_text(json.dumps(results, indent=1))

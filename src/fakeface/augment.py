@@ -43,10 +43,15 @@ class AugmentConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_p: float = 1.0
+    # Fakes made from reals (fakeface.synthfake): each real training image becomes, with this probability, a fake
+    # made by a random up-sampling decoder - applied by FaceDataset, which also changes its label.
+    synth_fake_p: float = 0.0
 
     def __post_init__(self):
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0 or not 0 <= self.mix_p <= 1:
             raise ValueError("mixup_alpha and cutmix_alpha must be >= 0 (0: off) and mix_p in [0, 1]")
+        if not 0 <= self.synth_fake_p <= 1:
+            raise ValueError(f"synth_fake_p must be in [0, 1], got {self.synth_fake_p!r}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> AugmentConfig:

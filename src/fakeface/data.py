@@ -31,6 +31,7 @@ from . import CLASS_NAMES, FAKE, REAL
 from .augment import AugmentConfig, train_view
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, is_image_file, load_image, load_pixels
 from .preprocess import Preprocess, to_uint8_tensor
+from .synthfake import synth_fake
 
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
@@ -395,6 +396,9 @@ class FaceDataset(Dataset):
                 img = self.transform(img, index)
             if self.augment is not None:
                 rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
+                # drawn only when on, so runs without it keep their augmentation stream
+                if sample.label == REAL and self.augment.synth_fake_p > 0 and rng.random() < self.augment.synth_fake_p:
+                    img, item["label"] = synth_fake(img, rng), FAKE
                 item["image"] = to_uint8_tensor(train_view(img, self.preprocess, self.augment, rng))
             else:
                 item["image"] = self.preprocess.eval_tensor(img)

@@ -17,9 +17,11 @@ from torch import nn
 
 from ..preprocess import FACENET_MEAN, FACENET_STD, TF_LITE_MEAN, TF_LITE_STD, Preprocess
 from .efficientnet_lite import HEAD_PREFIXES as _LITE_HEAD
-from .efficientnet_lite import LITE_STAGES, EfficientNetLite
+from .efficientnet_lite import LITE_STAGES
+from .filters import filtered
 from .inception_resnet_v1 import HEAD_PREFIXES as _IRV1_HEAD
 from .inception_resnet_v1 import InceptionResnetV1
+from .patch import build_lite
 
 
 class WeightsError(ValueError):
@@ -142,7 +144,8 @@ def load_trunk_weights(model: nn.Module, name: str, path: str | os.PathLike) -> 
     trunk = {k: v for k, v in model.state_dict().items() if not is_head(k)}
     given = {k: v for k, v in state.items() if not is_head(k)}
     missing = [k for k in trunk if k not in given and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in given if k not in trunk]
+    dropped = getattr(model, "dropped_prefixes", ())  # a truncated trunk (models.patch) leaves the rest out
+    unexpected = [k for k in given if k not in trunk and not k.startswith(dropped)]
     wrong_shape = [f"{k} {tuple(given[k].shape)} != {tuple(v.shape)}" for k, v in trunk.items()
                    if k in given and tuple(given[k].shape) != tuple(v.shape)]
     if missing or unexpected or wrong_shape:
@@ -157,7 +160,7 @@ def load_trunk_weights(model: nn.Module, name: str, path: str | os.PathLike) -> 
 
 register_model(ModelEntry(
     name="inception_resnet_v1",
-    builder=InceptionResnetV1,
+    builder=filtered(InceptionResnetV1),
     preprocess=Preprocess(input_size=160, resize=160, mean=FACENET_MEAN, std=FACENET_STD),
     head_prefixes=_IRV1_HEAD,
     description="Inception-ResNet-V1 (facenet-pytorch layout; loads facenet's VGGFace2/CASIA-WebFace weights)",
@@ -181,7 +184,7 @@ def _lite_weights(variant: int) -> Callable[[], str]:
 for _variant, _size in ((0, 224), (1, 240), (2, 260)):
     register_model(ModelEntry(
         name=f"efficientnet_lite{_variant}",
-        builder=partial(EfficientNetLite, stages=LITE_STAGES[_variant]),
+        builder=filtered(partial(build_lite, stages=LITE_STAGES[_variant])),
         preprocess=Preprocess(input_size=_size, resize=_size + 32, mean=TF_LITE_MEAN, std=TF_LITE_STD),
         head_prefixes=_LITE_HEAD,
         description=f"EfficientNet-Lite{_variant} (EfficientNet-PyTorch key names; --pretrained: ImageNet weights)",
