@@ -16,10 +16,11 @@ for them. The result is an ordinary run folder; :func:`distill` makes one.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import yaml
 from torch.nn import functional as F
 
 from .augment import AugmentConfig
@@ -166,7 +167,13 @@ def distill(teacher: str | os.PathLike | list, data: str | os.PathLike, out: str
     extra_data); ``overrides``: TrainConfig fields. Returns the run folder, an ordinary one."""
     from .train import load_config, train
 
-    cfg = load_config(config, {**overrides, "data": str(data), "out": str(out)})
     teachers = [str(t) for t in teacher] if isinstance(teacher, (list, tuple)) else str(teacher)
-    cfg = replace(cfg, distill={**(cfg.distill or {}), "teacher": teachers})
-    return train(cfg)
+    section = {}
+    try:  # the config's own distill settings, given the teacher; a bad file is load_config's to explain
+        with open(config or os.devnull, encoding="utf-8") as f:
+            section = (yaml.safe_load(f) or {}).get("distill") or {}
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        pass
+    section = {**(section if isinstance(section, dict) else {}), **(overrides.pop("distill", None) or {})}
+    return train(load_config(config, {**overrides, "data": str(data), "out": str(out),
+                                      "distill": {**section, "teacher": teachers}}))
