@@ -169,12 +169,14 @@ def main():
     per_image = train_dataset(cfg, args.data, preprocess, uint8=False)
     uint8 = train_dataset(cfg, args.data, preprocess, uint8=True)
     augment = BatchAugment(preprocess, AugmentConfig.from_dict(cfg.augment), cfg.seed)
+    cpu_line = None
     if args.cpu_images:
         before, after = cpu_ms_per_image(per_image, args.cpu_images), cpu_ms_per_image(uint8, args.cpu_images)
         on_cpu = batch_augment_cpu_ms(uint8, augment, min(cfg.batch_size, 32))
-        print(f"loader CPU-ms per image: per-image path {before:.2f}, uint8 path {after:.2f} "
-              f"({before / max(after, 1e-9):.1f}x less; stored size {uint8.size[1]}x{uint8.size[0]}); "
-              f"the batch augmentation on a CPU costs {on_cpu:.2f} ms per image more", flush=True)
+        cpu_line = (f"loader CPU-ms per image: per-image path {before:.2f}, uint8 path {after:.2f} "
+                    f"({before / max(after, 1e-9):.1f}x less; stored size {uint8.size[1]}x{uint8.size[0]}); "
+                    f"the batch augmentation run on a CPU would add {on_cpu:.2f}")
+        print(cpu_line, flush=True)
     print(f"{'fed by':<44} {'img/s':>8} {'data wait':>10} {'ms/step':>8} {'/memory':>8}")
     memory = measure(model, memory_batches(cfg, preprocess.input_size, device), cfg, preprocess, device, precision,
                      args.steps, args.warmup)
@@ -191,9 +193,11 @@ def main():
               f"{r['images_per_s'] / memory['images_per_s']:7.2f}x", flush=True)
     print(f"{'in memory, uint8 tensors':<44} {memory['images_per_s']:8.1f} {memory['wait']:10.0%} "
           f"{memory['step_ms']:8.1f} {1:7.2f}x")
-    for name, r in rows.items():
-        print(f"{name} / memory: {r['images_per_s'] / memory['images_per_s']:.2f}x "
-              f"({'the loader is a bottleneck' if r['wait'] > 0.1 else 'the loader keeps up'})")
+    if cpu_line:  # again, so that the last lines of the output hold every number
+        print(cpu_line)
+    print("; ".join(f"{name.split(',')[1].strip()}: {r['images_per_s'] / memory['images_per_s']:.2f}x memory-fed, "
+                    f"{'the loader is a bottleneck' if r['wait'] > 0.1 else 'the loader keeps up'}"
+                    for name, r in rows.items()))
 
 
 if __name__ == "__main__":
