@@ -56,6 +56,10 @@ def valid_scores(detector_path, data: str) -> dict:
             "n": len(samples)}
 
 
+def _f(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def train_one(args) -> None:
     """The child process: one student."""
     from fakeface.distill import distill
@@ -124,7 +128,7 @@ def main():
               "failed_seeds": failed}
     print(f"{'':<10} {'valid ROC-AUC':>14} {'accuracy':>9} {'threshold':>10}")
     t = result["teacher"]
-    print(f"{'teacher':<10} {t['roc_auc']:14.4f} {t['accuracy']:9.4f} {t['threshold']:10.4f}")
+    print(f"{'teacher':<10} {_f(t['roc_auc']):>14} {_f(t['accuracy']):>9} {_f(t['threshold']):>10}")
     for seed in args.seeds:
         run = out / f"seed{seed}"
         if seed in failed or not (run / "best.pt").is_file():
@@ -134,9 +138,9 @@ def main():
         s = result["students"][seed] = {"path": str(run), "weights": str(weights),
                                         "weights_mb": round(weights.stat().st_size / 1e6, 2),
                                         "epochs": ckpt["epoch"], **valid_scores(run, args.data)}
-        print(f"{'seed ' + str(seed):<10} {s['roc_auc']:14.4f} {s['accuracy']:9.4f} {s['threshold']:10.4f}")
-    students = list(result["students"].values())
-    if students:
+        print(f"{'seed ' + str(seed):<10} {_f(s['roc_auc']):>14} {_f(s['accuracy']):>9} {_f(s['threshold']):>10}")
+    students = [s for s in result["students"].values() if s["roc_auc"] is not None]
+    if students and t["roc_auc"] is not None:
         mean = {k: float(np.mean([s[k] for s in students])) for k in ("roc_auc", "accuracy")}
         result["students_mean"] = {**mean, "roc_auc_gap": t["roc_auc"] - mean["roc_auc"],
                                    "accuracy_gap": t["accuracy"] - mean["accuracy"]}
