@@ -120,3 +120,18 @@ def test_training_runs_with_gpu_augment_on_cpu(tmp_path):
 def test_gpu_augment_setting_is_checked():
     with pytest.raises(ValueError, match="gpu_augment"):
         TrainConfig(gpu_augment="gpu")
+
+
+def test_an_augmentation_only_the_per_image_path_has_keeps_it(monkeypatch, caplog):
+    import fakeface.batch_augment as batch_augment
+    from fakeface.train import use_batch_augment
+
+    monkeypatch.setattr(batch_augment, "SUPPORTED", batch_augment.SUPPORTED - {"blur_p"})
+    cfg, cpu = TrainConfig(gpu_augment=True), torch.device("cpu")
+    assert use_batch_augment(cfg, AugmentConfig(), cpu)
+    with caplog.at_level("INFO", logger="fakeface"):
+        assert not use_batch_augment(cfg, AugmentConfig(blur_p=0.2), cpu)
+    assert "blur_p only in the per-image path" in caplog.text
+    with pytest.raises(ValueError, match="blur_p"):
+        BatchAugment(PRE, AugmentConfig(blur_p=0.2))
+    assert not use_batch_augment(TrainConfig(), AugmentConfig(), cpu)  # auto: on CUDA only
