@@ -46,18 +46,27 @@ def _interpolate(x: torch.Tensor, size: tuple[int, int], interpolation: str) -> 
     return F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False)
 
 
+def _to(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A small host array on ``device`` without waiting for the device: a copy from pageable memory would stall
+    the host until every queued kernel ran."""
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _quantize(x: torch.Tensor) -> torch.Tensor:
     """Back onto the 0-255 integer grid, as each Pillow step leaves an image."""
     return x.clamp_(0, 255).round_()
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: np.ndarray) -> torch.Tensor:
     """Separable Gaussian blur of each image of ``x`` (n, 3, H, W) float by its own ``sigma`` (n,) pixels."""
     n, c, h, w = x.shape
-    radius = max(1, int(np.ceil(3 * float(sigma.max()))))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (t[None] / sigma[:, None].to(x.dtype)) ** 2)
-    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (n * c, K)
+    radius = max(1, int(np.ceil(3 * float(np.max(sigma)))))
+    t = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernel = np.exp(-0.5 * (t[None] / np.asarray(sigma, np.float32)[:, None]) ** 2)
+    kernel = _to(np.repeat(kernel / kernel.sum(1, keepdims=True), c, 0), x.device).to(x.dtype)  # (n * c, K)
     y = F.pad(x.reshape(1, n * c, h, w), (radius, radius, radius, radius), mode="replicate")
     y = F.conv2d(y, kernel[:, None, None, :], groups=n * c)
     y = F.conv2d(y, kernel[:, None, :, None], groups=n * c)
@@ -105,22 +114,21 @@ class BatchAugment:
         down_up, blur, color, noise, scale, flip = drawn
         x = images.float()
 
-        for i in np.flatnonzero(down_up):  # one factor per image: each its own small size
+        for i in np.flatnonzero(down_up).tolist():  # one factor per image: each its own small size
             h, w = x.shape[-2:]
             f = rng.uniform(*aug.resize_factor)
             small = _interpolate(x[i:i + 1], (max(1, round(h * f)), max(1, round(w * f))), "bilinear")
             x[i] = _quantize(_interpolate(_quantize(small), (h, w), "bilinear"))[0]
         if blur.any():
-            idx = torch.from_numpy(np.flatnonzero(blur)).to(dev)
-            sigma = torch.from_numpy(rng.uniform(*aug.blur_sigma, size=len(idx))).to(dev)
-            x[idx] = _quantize(gaussian_blur(x[idx], sigma))
+            idx = _to(np.flatnonzero(blur), dev)
+            x[idx] = _quantize(gaussian_blur(x[idx], rng.uniform(*aug.blur_sigma, size=len(idx))))
         if color.any():
-            idx = torch.from_numpy(np.flatnonzero(color)).to(dev)
+            idx = _to(np.flatnonzero(color), dev)
             s = aug.color_strength
-            x[idx] = color_jitter(x[idx], torch.from_numpy(rng.uniform(1 - s, 1 + s, (len(idx), 3))).to(dev))
+            x[idx] = color_jitter(x[idx], _to(rng.uniform(1 - s, 1 + s, (len(idx), 3)), dev))
         if noise.any():
-            idx = torch.from_numpy(np.flatnonzero(noise)).to(dev)
-            std = torch.from_numpy(rng.uniform(*aug.noise_std, size=len(idx))).to(dev, x.dtype).view(-1, 1, 1, 1)
+            idx = _to(np.flatnonzero(noise), dev)
+            std = _to(rng.uniform(*aug.noise_std, size=len(idx)), dev).to(x.dtype).view(-1, 1, 1, 1)
             g = torch.Generator(device=dev).manual_seed(int(rng.integers(2**63)))
             x[idx] = _quantize(x[idx] + torch.randn(x[idx].shape, generator=g, device=dev) * std * 255.0)
 
@@ -130,9 +138,9 @@ class BatchAugment:
         out = torch.empty((n, 3, size, size), dtype=torch.uint8, device=dev)
         plain = np.flatnonzero(~scale)
         if len(plain):
-            idx = torch.from_numpy(plain).to(dev)
+            idx = _to(plain, dev)
             out[idx] = self._crop(x[idx], rng, flip[plain])
-        for i in np.flatnonzero(scale):  # a rescaled image has a size of its own
+        for i in np.flatnonzero(scale).tolist():  # a rescaled image has a size of its own
             target = max(size, round(min(rw, rh) * rng.uniform(*aug.scale_range)))
             sw, sh = pre.replace(resize=target).resized_size((rw, rh), size)
             xi = _quantize(_interpolate(x[i:i + 1], (sh, sw), pre.interpolation))
@@ -151,7 +159,7 @@ class BatchAugment:
         cols = np.where(flip[:, None], left[:, None] + size - 1 - ar, left[:, None] + ar)
         rows = top[:, None] + ar
         dev = x.device
-        rows, cols = torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)
+        rows, cols = _to(rows, dev), _to(cols, dev)
         b = torch.arange(n, device=dev)[:, None, None]
         crops = x.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # (n, S, S, 3)
         return crops.permute(0, 3, 1, 2).to(torch.uint8)

@@ -138,11 +138,10 @@ class Distiller:
         p = self.teacher.probs(pixels).clamp(1e-6, 1 - 1e-6)
         soft_target = torch.sigmoid(torch.logit(p) / t)
         soft = F.binary_cross_entropy_with_logits(logits / t, soft_target)
-        labelled = label >= 0
-        if labelled.any() and self.alpha < 1:
-            hard = F.binary_cross_entropy_with_logits(logits[labelled], target[labelled], pos_weight=pos_weight)
-        else:
-            hard = logits.sum() * 0.0
+        # the labels' term over the labelled images alone, without asking the device which those are
+        labelled = (label >= 0).float()
+        hard = F.binary_cross_entropy_with_logits(logits, target.clamp(0, 1), pos_weight=pos_weight, reduction="none")
+        hard = (hard * labelled).sum() / labelled.sum().clamp(min=1)
         return (1 - self.alpha) * hard + self.alpha * soft, float(soft.detach())
 
 
