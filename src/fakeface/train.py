@@ -133,6 +133,10 @@ class TrainConfig:
     tta: str | None = None  # test-time augmentation (flip) set in best.pt after training, before calibrating;
     #                         the best epoch is still chosen without it
     members: int = 1  # > 1: an ensemble - this many models of the recipe, seeds seed * members + k, in out/memberK
+    gpu_augment: bool | str = "auto"  # augment uint8 batches on the device (true | false | auto: on CUDA)
+    distill: dict | None = None  # a teacher's soft targets in the loss (fakeface.distill.DistillConfig fields)
+    export: str = "auto"  # auto: write the ONNX export (and int8 where its guard passes) beside best.pt | none
+    max_minutes: float | None = None  # stop after the epoch that spends this much training time
 
     def __post_init__(self):
         self._check_types()
@@ -160,6 +164,16 @@ class TrainConfig:
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
         AugmentConfig.from_dict(self.augment)  # validates the keys now, not mid-run
+        if self.gpu_augment not in (True, False, "auto"):
+            raise ValueError(f"gpu_augment must be true, false or auto, got {self.gpu_augment!r}")
+        if self.export not in ("auto", "none"):
+            raise ValueError(f"export must be auto or none, got {self.export!r}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be > 0 (or left out), got {self.max_minutes}")
+        if self.distill is not None:
+            from .distill import DistillConfig
+
+            DistillConfig.from_dict(self.distill, AugmentConfig.from_dict(self.augment))
         self.tta = parse_tta(self.tta)
         if self.interpolation is not None:
             Preprocess(interpolation=self.interpolation)  # likewise: an unknown filter fails here
@@ -440,7 +454,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     handler = _setup_logging(run_dir, main)
     try:
         with distributed.process_group(resolve_device(cfg.device)) as device:
-            _train(cfg, run_dir, state, device)
+            data = _train(cfg, run_dir, state, device)
         best_path = run_dir / "best.pt"
         if main and (cfg.calibrate or cfg.tta) and not _post_training_done(cfg, state, best_path):
             # a best.pt calibrated before (e.g. by `fakeface calibrate`) whose test-time augmentation changes is
@@ -457,6 +471,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 best = {k: v for k, v in load_checkpoint(best_path).items() if k != "path"}
                 save_atomic({**best, "tta": cfg.tta}, best_path)
                 log.info("best.pt scores with %s test-time augmentation", cfg.tta)
+        if main and cfg.export == "auto":
+            export_beside(best_path, data)
         if cfg.init:
             from .evaluate import fine_tune_report
 
@@ -469,6 +485,38 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
+
+
+EXPORT_CALIBRATION_IMAGES = 256  # int8 calibration: a seeded sample of the training images
+EXPORT_GUARD_IMAGES = 1000  # the int8 accuracy guard: a seeded sample of the validation images
+
+
+def export_beside(best_path: Path, data: RunData) -> None:
+    """The ONNX export of ``best_path`` beside it, int8 where its accuracy guard passes on the validation images
+    (fp32 beside it either way), so that ``predict`` and ``serve`` are fast without an export step. Skipped when
+    an export of this very file is already there; a failure is a warning, never a failed training."""
+    from .export import check_int8_accuracy, export_onnx, exports_beside
+
+    try:
+        if exports_beside(best_path)[0]:
+            return
+        rng = random.Random(0)
+        calib = rng.sample(data.train, min(EXPORT_CALIBRATION_IMAGES, len(data.train)))
+        guard = rng.sample(data.valid, min(EXPORT_GUARD_IMAGES, len(data.valid)))
+        report = export_onnx(best_path, best_path.with_suffix(".onnx"), quantize="int8",
+                             calibration_data=[s.path for s in calib if s.label >= 0])
+        int8 = Path(report["int8"]["path"])
+        cmp = check_int8_accuracy(report["fp32"]["path"], int8, [s.path for s in guard], [s.label for s in guard])
+        if cmp["passed"]:
+            log.info("exported %s (int8, accuracy %.4f -> %.4f on %d validation images) and %s (fp32)", int8,
+                     cmp["fp32"]["accuracy"], cmp["int8"]["accuracy"], cmp["n"], report["fp32"]["path"])
+        else:
+            int8.unlink(missing_ok=True)
+            log.info("exported %s (fp32); the int8 model lost %.2f accuracy points on the validation images and "
+                     "was not kept", report["fp32"]["path"], 100 * cmp["accuracy_drop"])
+    except Exception as e:  # the trained run is what matters; the export can be made again with `fakeface export`
+        log.warning("no ONNX export written beside %s (%s: %s); `fakeface export --checkpoint %s` makes one",
+                    best_path, type(e).__name__, e, best_path)
 
 
 def _resumed(saved: TrainConfig, cfg: TrainConfig) -> TrainConfig:
@@ -549,13 +597,64 @@ def _post_training_done(cfg: TrainConfig, state: dict | None, best_path: Path) -
     return best.get("tta") == cfg.tta and (cfg.calibrate is None or best.get("threshold_policy") == cfg.calibrate)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.device) -> Path:
-    main, world = distributed.is_main(), distributed.world_size()
+@dataclass
+class RunData:
+    """The images of one run: its splits, what selection is made on, and where the data came from."""
+
+    root: Path
+    train: list
+    valid: list
+    counts: dict[str, int]  # training images per class
+    monitor: str
+
+
+@dataclass
+class RunParts:
+    """What the epoch loop works with, made once per run (and restored from ``last.pt`` on resume)."""
+
+    model: nn.Module  # what is trained (possibly compiled / under DDP)
+    kept: nn.Module  # what validation scores and checkpoints hold: the model, or its weight average (EMA)
+    ema: object | None
+    preprocess: Preprocess
+    precision: str
+    train_ds: object
+    valid_ds: FaceDataset
+    train_loader: DataLoader
+    valid_loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    batch_augment: object | None = None  # on-device augmentation of uint8 batches (fakeface.batch_augment)
+    distiller: object | None = None  # a teacher's soft targets in the loss (fakeface.distill)
+    history: list[dict] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    start_epoch: int = 0
+
+
+def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.device) -> RunData:
+    """One run, top to bottom: its data, its model, what it resumes from, then its epochs."""
     precision = resolve_precision(cfg.precision, device, cfg.model)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    data = load_run_data(cfg, run_dir)
+    model, preprocess = build_model(cfg, state, device)
+    parts = make_run_parts(cfg, data, model, preprocess, precision, state, device)
+    if state is not None:
+        restore(parts, state, run_dir, cfg)
+    if distributed.is_main():
+        _write_resolved_config(run_dir, cfg, parts, data.monitor, device)
+    log.info("model %s, %s, precision %s, input %d px%s", cfg.model, device, precision, preprocess.input_size,
+             f", {distributed.world_size()} processes x batch {cfg.batch_size}" if distributed.world_size() > 1
+             else "")
+    run_epochs(cfg, run_dir, data, parts, device)
+    return data
 
-    # Data: the split is fixed at the first start and re-read on resume, so it cannot drift.
+
+def load_run_data(cfg: TrainConfig, run_dir: Path) -> RunData:
+    """The training and validation images. The split is fixed at the first start and re-read on resume, so it
+    cannot drift."""
+    main = distributed.is_main()
     index = discover(cfg.data)
     for note in index.notes:
         log.info("data: %s", note)
@@ -590,8 +689,13 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
     if min(class_counts(valid_s).values()) == 0 and monitor == "val_auc":
         log.warning("the validation split has one class only: ROC-AUC is undefined, selecting on val_loss")
         monitor = "val_loss"
+    return RunData(index.root, train_s, valid_s, counts, monitor)
 
-    # Model and its preprocessing, defined once here and stored in every checkpoint.
+
+def build_model(cfg: TrainConfig, state: dict | None, device: torch.device) -> tuple[nn.Module, Preprocess]:
+    """The model and its preprocessing, defined once here and stored in every checkpoint: fresh, from
+    published or backbone weights, from a fakeface checkpoint (``init``), or as ``state`` (resume) left it.
+    Fine-tuning (``init``) sets ``cfg.model``, ``cfg.model_kwargs`` and ``cfg.tta`` to the checkpoint's."""
     if cfg.init:
         if cfg.init_weights or cfg.pretrained:
             raise ValueError("--init (a fakeface checkpoint) excludes --init-weights and --pretrained")
@@ -619,71 +723,104 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
     model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model = prepare_model(model, cfg, device)
+    return prepare_model(model, cfg, device), preprocess
+
+
+def make_run_parts(cfg: TrainConfig, data: RunData, model: nn.Module, preprocess: Preprocess, precision: str,
+                   state: dict | None, device: torch.device) -> RunParts:
+    """Optimiser, weight average, datasets and loaders, schedule, gradient scaler and loss of a run."""
     optimizer = make_optimizer(model, cfg)
     ema = make_ema(model, cfg, state)
-    kept = model if ema is None else ema.module  # what validation scores and checkpoints hold
     augment = AugmentConfig.from_dict(cfg.augment)
-    train_ds = FaceDataset(train_s, preprocess, augment, seed=cfg.seed, max_pixels=cfg.max_pixels)
-    valid_ds = FaceDataset(valid_s, preprocess, None, max_pixels=cfg.max_pixels)
+    train_s, distiller = data.train, None
+    if cfg.distill:
+        from .distill import make_distiller
+
+        distiller, extra = make_distiller(cfg.distill, augment, device, precision)
+        train_s = train_s + extra  # unlabelled: scored by the teacher alone
+    batch_augment = None
+    if use_batch_augment(cfg, augment, device):
+        from .batch_augment import BatchAugment
+        from .loader import StoredSizeDataset, stored_size
+
+        size = stored_size(train_s, cfg.max_pixels)
+        train_ds = StoredSizeDataset(train_s, size, augment, seed=cfg.seed, max_pixels=cfg.max_pixels)
+        batch_augment = BatchAugment(preprocess, augment, cfg.seed)
+        log.info("augmenting on %s: %dx%d px uint8 batches from the loader", device, size[1], size[0])
+    else:
+        train_ds = FaceDataset(train_s, preprocess, augment, seed=cfg.seed, max_pixels=cfg.max_pixels)
+    valid_ds = FaceDataset(data.valid, preprocess, None, max_pixels=cfg.max_pixels)
     train_loader, valid_loader = make_train_loader(train_ds, cfg, device), _valid_loader(valid_ds, cfg, device)
     steps_per_epoch = math.ceil(len(train_loader.sampler) / cfg.batch_size)  # this process's share
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [
         partial(group_lr_factor, g["name"], steps_per_epoch=steps_per_epoch, cfg=cfg) for g in optimizer.param_groups])
-    scaler = grad_scaler(device, precision)
+    counts = data.counts
     pos_weight = torch.tensor(counts["real"] / counts["fake"] if cfg.balance else 1.0, device=device)
-    criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    return RunParts(model=model, kept=model if ema is None else ema.module, ema=ema, preprocess=preprocess,
+                    precision=precision, train_ds=train_ds, valid_ds=valid_ds, train_loader=train_loader,
+                    valid_loader=valid_loader, optimizer=optimizer, scheduler=scheduler,
+                    scaler=grad_scaler(device, precision), criterion=nn.BCEWithLogitsLoss(pos_weight=pos_weight),
+                    batch_augment=batch_augment, distiller=distiller)
 
-    history: list[dict] = []
-    skipped: dict[str, str] = {}
-    start_epoch = 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, skipped, start_epoch = state["history"], state.get("skipped", {}), state["epoch"]
-        if main:
-            _repair_best(run_dir, state)
-        log.info("resumed %s at epoch %d of %d", run_dir, start_epoch, cfg.epochs)
-        if state.get("world_size", 1) != world:
-            log.warning("resumed with %d process(es) where the run had %d: the batches per step and the learning "
-                        "rate schedule's steps change", world, state.get("world_size", 1))
 
-    if main:
-        resolved = {**cfg.to_dict(), "resolved": {
-            "device": str(device), "precision": precision, "preprocess": preprocess.to_dict(), "monitor": monitor,
-            "world_size": world, "global_batch_size": world * cfg.batch_size}}
-        with open(run_dir / "config.yaml", "w") as f:
-            yaml.safe_dump(resolved, f, sort_keys=False)
-    log.info("model %s, %s, precision %s, input %d px%s", cfg.model, device, precision, preprocess.input_size,
-             f", {world} processes x batch {cfg.batch_size}" if world > 1 else "")
+def use_batch_augment(cfg: TrainConfig, augment: AugmentConfig, device: torch.device) -> bool:
+    """Whether training images are augmented as whole batches on the device (``gpu_augment``; auto: on CUDA)
+    rather than one by one in the loader workers; augmentations only the per-image path has keep it."""
+    wanted = cfg.gpu_augment is True or (cfg.gpu_augment == "auto" and device.type == "cuda")
+    if not wanted:
+        return False
+    from .batch_augment import unsupported_keys
 
+    missing = unsupported_keys(augment)
+    if missing:
+        log.info("gpu_augment: %s only in the per-image path, so images are augmented in the loader workers",
+                 ", ".join(missing))
+        return False
+    return True
+
+
+def restore(parts: RunParts, state: dict, run_dir: Path, cfg: TrainConfig) -> None:
+    """Continue where ``state`` (``last.pt``) stopped: optimiser, schedule, scaler, history and skipped files."""
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    parts.scaler.load_state_dict(state["scaler"])
+    parts.history, parts.skipped, parts.start_epoch = state["history"], state.get("skipped", {}), state["epoch"]
+    if distributed.is_main():
+        _repair_best(run_dir, state)
+    log.info("resumed %s at epoch %d of %d", run_dir, parts.start_epoch, cfg.epochs)
+    world = distributed.world_size()
+    if state.get("world_size", 1) != world:
+        log.warning("resumed with %d process(es) where the run had %d: the batches per step and the learning "
+                    "rate schedule's steps change", world, state.get("world_size", 1))
+
+
+def _write_resolved_config(run_dir: Path, cfg: TrainConfig, parts: RunParts, monitor: str,
+                           device: torch.device) -> None:
+    world = distributed.world_size()
+    resolved = {**cfg.to_dict(), "resolved": {
+        "device": str(device), "precision": parts.precision, "preprocess": parts.preprocess.to_dict(),
+        "monitor": monitor, "world_size": world, "global_batch_size": world * cfg.batch_size,
+        "gpu_augment": parts.batch_augment is not None}}
+    with open(run_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(resolved, f, sort_keys=False)
+
+
+def run_epochs(cfg: TrainConfig, run_dir: Path, data: RunData, parts: RunParts, device: torch.device) -> None:
+    """Train and validate epoch after epoch, saving last.pt (and best.pt when the monitor improved) after each,
+    until ``epochs``, early stopping (``patience``) or the time budget (``max_minutes``)."""
+    monitor, history, skipped = data.monitor, parts.history, parts.skipped
     better = MONITORS[monitor]
     best = _best_so_far(history, monitor)
-    stale = 0 if best is None else start_epoch - best["epoch"]
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+    stale = 0 if best is None else parts.start_epoch - best["epoch"]
+    started = time.perf_counter()
+    for epoch in range(parts.start_epoch + 1, cfg.epochs + 1):
         if cfg.patience is not None and stale >= cfg.patience:
             log.info("early stopping: %s has not improved for %d epochs", monitor, stale)
             break
-        torch.manual_seed(cfg.seed * 1_000 + epoch)  # dropout etc.: the same stream when an epoch is re-run
-        train_ds.set_epoch(epoch)  # augmentation
-        train_loader.sampler.set_epoch(epoch)  # order
-        t0 = time.perf_counter()
-        tr = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, scaler, device, precision, cfg,
-                             epoch, preprocess, ema)
-        va = validate(kept, valid_loader, criterion, device, precision, cfg, preprocess)
-        for ds, fails in ((train_ds, tr.pop("failed")), (valid_ds, va.pop("failed"))):
-            for idx, reason in fails:
-                path = ds.samples[idx].path
-                if path not in skipped:
-                    skipped[path] = reason
-                    log.warning("skipped %s: %s", path, reason)
-        if tr["seen"] == 0:
-            raise DataError(f"no training image could be read in epoch {epoch} ({len(skipped)} files failed)")
-        seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": va["loss"],
-               "val_acc": va["acc"], "val_auc": va["auc"], "lr": max(g["lr"] for g in optimizer.param_groups),
-               "seconds": round(seconds, 2), "images_per_s": round(tr["images_per_s"], 2)}
+        if cfg.max_minutes is not None and time.perf_counter() - started >= 60 * cfg.max_minutes:
+            log.info("stopping: the time budget of %g minutes is spent", cfg.max_minutes)
+            break
+        row, seconds = _one_epoch(cfg, parts, epoch, device)
         history.append(row)
         improved = row[monitor] is not None and (
             best is None or (row[monitor] != best[monitor] and better(row[monitor], best[monitor]) == row[monitor]))
@@ -691,20 +828,8 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
             best, stale = row, 0
         else:
             stale += 1
-        if main:
-            averaged = {} if ema is None else {"train_state_dict": unwrap_model(model).state_dict(),
-                                               "ema_steps": int(ema.n_averaged)}
-            ckpt = make_checkpoint(
-                kept, cfg.model, cfg.model_kwargs, preprocess, **averaged,
-                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-                epoch=epoch, history=history, best_epoch=best["epoch"], monitor=monitor, skipped=skipped,
-                train_config=cfg.to_dict(), data=str(index.root), classes=list(CLASS_NAMES), world_size=world,
-                rng={"torch": torch.get_rng_state(), "python": random.getstate()},
-            )
-            save_atomic(ckpt, run_dir / "last.pt")  # last first: see _repair_best
-            if improved:
-                save_atomic(ckpt, run_dir / "best.pt")
-            write_epoch_log(run_dir / "log.csv", history)
+        if distributed.is_main():
+            _save_epoch(cfg, run_dir, data, parts, epoch, best, improved)
         auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.4f}"
         log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f auc %s | %.0fs, %.1f img/s%s",
                  epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], auc,
@@ -713,7 +838,53 @@ def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.de
         log.warning("%d unreadable file(s) were skipped; listed in %s", len(skipped), run_dir / "train.log")
     log.info("done: best epoch %s (%s %s) -> %s", best["epoch"] if best else "-", monitor,
              best[monitor] if best else "-", run_dir / "best.pt")
-    return run_dir
+
+
+def _one_epoch(cfg: TrainConfig, parts: RunParts, epoch: int, device: torch.device) -> tuple[dict, float]:
+    """Train one epoch and validate: its log row, and how long both took."""
+    torch.manual_seed(cfg.seed * 1_000 + epoch)  # dropout etc.: the same stream when an epoch is re-run
+    parts.train_ds.set_epoch(epoch)  # augmentation
+    parts.train_loader.sampler.set_epoch(epoch)  # order
+    t0 = time.perf_counter()
+    tr = train_one_epoch(parts.model, parts.train_loader, parts.criterion, parts.optimizer, parts.scheduler,
+                         parts.scaler, device, parts.precision, cfg, epoch, parts.preprocess, parts.ema,
+                         batch_augment=parts.batch_augment, distiller=parts.distiller)
+    va = validate(parts.kept, parts.valid_loader, parts.criterion, device, parts.precision, cfg, parts.preprocess)
+    for ds, fails in ((parts.train_ds, tr.pop("failed")), (parts.valid_ds, va.pop("failed"))):
+        for idx, reason in fails:
+            path = ds.samples[idx].path
+            if path not in parts.skipped:
+                parts.skipped[path] = reason
+                log.warning("skipped %s: %s", path, reason)
+    if tr["seen"] == 0:
+        raise DataError(f"no training image could be read in epoch {epoch} ({len(parts.skipped)} files failed)")
+    seconds = time.perf_counter() - t0
+    row = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": va["loss"],
+           "val_acc": va["acc"], "val_auc": va["auc"], "lr": max(g["lr"] for g in parts.optimizer.param_groups),
+           "seconds": round(seconds, 2), "images_per_s": round(tr["images_per_s"], 2)}
+    if "distill_loss" in tr:
+        row["distill_loss"] = tr["distill_loss"]
+    return row, seconds
+
+
+def _save_epoch(cfg: TrainConfig, run_dir: Path, data: RunData, parts: RunParts, epoch: int, best: dict,
+                improved: bool) -> None:
+    """last.pt, best.pt when the epoch improved on the monitor, and log.csv (rank 0 only)."""
+    ema = parts.ema
+    averaged = {} if ema is None else {"train_state_dict": unwrap_model(parts.model).state_dict(),
+                                       "ema_steps": int(ema.n_averaged)}
+    ckpt = make_checkpoint(
+        parts.kept, cfg.model, cfg.model_kwargs, parts.preprocess, **averaged,
+        optimizer=parts.optimizer.state_dict(), scheduler=parts.scheduler.state_dict(),
+        scaler=parts.scaler.state_dict(), epoch=epoch, history=parts.history, best_epoch=best["epoch"],
+        monitor=data.monitor, skipped=parts.skipped, train_config=cfg.to_dict(), data=str(data.root),
+        classes=list(CLASS_NAMES), world_size=distributed.world_size(),
+        rng={"torch": torch.get_rng_state(), "python": random.getstate()},
+    )
+    save_atomic(ckpt, run_dir / "last.pt")  # last first: see _repair_best
+    if improved:
+        save_atomic(ckpt, run_dir / "best.pt")
+    write_epoch_log(run_dir / "log.csv", parts.history)
 
 
 def make_ema(model: nn.Module, cfg: TrainConfig, state: dict | None):
@@ -750,11 +921,14 @@ def _repair_best(run_dir: Path, state: dict) -> None:
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, precision, cfg, epoch,
-                    preprocess, ema=None) -> dict:
+                    preprocess, ema=None, batch_augment=None, distiller=None) -> dict:
+    """One pass over ``loader``. ``batch_augment`` (:class:`fakeface.batch_augment.BatchAugment`) turns the
+    loader's stored-size uint8 batches into augmented training crops on the device; ``distiller``
+    (:class:`fakeface.distill.Distiller`) makes the loss one against a teacher's soft targets too."""
     model.train()
     normalize = Normalize(preprocess).to(device)
     progress = Progress(len(loader.sampler), f"epoch {epoch}/{cfg.epochs}", cfg.log_every, distributed.is_main())
-    total_loss, correct, seen, failed = 0.0, 0, 0, []
+    total_loss, correct, seen, failed, soft_loss = 0.0, 0, 0, [], 0.0
     aug = AugmentConfig.from_dict(cfg.augment)
     t0 = time.perf_counter()
     try:
@@ -767,7 +941,10 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
             if distributed.any_rank(n < 2, device):
                 progress.update(n + len(batch["failures"]), "")
                 continue
-            x = normalize(batch["image"].to(device, non_blocking=True))
+            pixels = batch["image"].to(device, non_blocking=True)
+            if batch_augment is not None:
+                pixels = batch_augment(pixels, epoch, step, distributed.rank())
+            x = normalize(pixels)
             y = batch["label"].to(device, non_blocking=True)
             # seeded by (seed, epoch, step, rank): a resumed epoch mixes its batches as the first attempt did
             x, y = mix_batch(x, y, aug, np.random.default_rng((cfg.seed, epoch, step, distributed.rank())))
@@ -776,7 +953,11 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
             target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
             with autocast(device, precision):
                 logits = model(x).squeeze(1)
-            loss = criterion(logits.float(), target)
+            if distiller is None:
+                loss = criterion(logits.float(), target)
+            else:
+                loss, soft = distiller.loss(logits.float(), target, y, pixels, criterion.pos_weight)
+                soft_loss += soft * n
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -793,11 +974,15 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
         progress.close()
     elapsed = time.perf_counter() - t0
     # Sums over every process: the epoch's numbers are over all the images trained on, the same on each rank.
-    parts = distributed.all_gather_object({"loss": total_loss, "correct": correct, "seen": seen, "failed": failed})
-    total_loss, correct, seen = (sum(p[k] for p in parts) for k in ("loss", "correct", "seen"))
+    parts = distributed.all_gather_object({"loss": total_loss, "correct": correct, "seen": seen, "failed": failed,
+                                           "soft": soft_loss})
+    total_loss, correct, seen, soft_loss = (sum(p[k] for p in parts) for k in ("loss", "correct", "seen", "soft"))
     failed = [f for p in parts for f in p["failed"]]
-    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "seen": seen,
-            "images_per_s": seen / max(elapsed, 1e-9), "failed": failed}
+    out = {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "seen": seen,
+           "images_per_s": seen / max(elapsed, 1e-9), "failed": failed}
+    if distiller is not None:
+        out["distill_loss"] = soft_loss / max(seen, 1)
+    return out
 
 
 def validate(model, loader, criterion, device, precision, cfg, preprocess) -> dict:

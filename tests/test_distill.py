@@ -1,0 +1,100 @@
+"""Distillation end to end on a tiny set, the student as an ordinary run, and the export written after training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_folder_dataset, noise_image
+from fakeface.checkpoint import load_checkpoint
+from fakeface.distill import DistillConfig, distill, unlabelled_samples
+from fakeface.export import export_onnx, exports_beside, load_detector
+from fakeface.predict import predict_paths
+from fakeface.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+STUDENT = dict(model="efficientnet_lite0", image_size=64, batch_size=8, precision="fp32", workers=0, lr=3e-3,
+               warmup_epochs=0.2)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    data = make_folder_dataset(root / "ds", per_class=8, size=80)
+    run = train(TrainConfig(data=str(data), out=str(root / "teacher"), epochs=2, calibrate="balanced", **STUDENT))
+    return data, run
+
+
+def test_student_moves_toward_the_teacher_and_is_an_ordinary_run(teacher, tmp_path):
+    data, run = teacher
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for i in range(4):
+        noise_image(50 + i, 80).save(extra / f"{i}.jpg")
+    (tmp_path / "list.txt").write_text("# unlabelled\nextra/0.jpg\nextra/1.jpg\n")
+    config = tmp_path / "d.yaml"
+    config.write_text("distill: {alpha: 1.0, temperature: 2.0, extra_data: [%s]}\n" % (tmp_path / "list.txt"))
+    student = distill(run, data, tmp_path / "student", config, epochs=4, export="none", gpu_augment=True,
+                      calibrate="balanced", **{k: v for k, v in STUDENT.items() if k != "lr"}, lr=1e-2)
+    ckpt = load_checkpoint(student / "last.pt")
+    soft = [r["distill_loss"] for r in ckpt["history"]]
+    assert len(soft) == 4 and soft[-1] < soft[0], soft  # the student's probabilities approach the teacher's
+    assert ckpt["train_config"]["distill"]["teacher"] == str(run)
+
+    # an ordinary run: load_detector, predict and export take it
+    paths = sorted(str(p) for p in (data / "test").rglob("*.jpg"))
+    rows = list(predict_paths(load_detector(student, precision="fp32"), paths, workers=0))
+    assert len(rows) == len(paths) and all(0 <= r["p_fake"] <= 1 for r in rows)
+    report = export_onnx(student / "best.pt", tmp_path / "student.onnx")
+    assert report["fp32"]["max_abs_diff_p"] <= report["fp32"]["tolerance"]
+
+
+def test_training_writes_the_export_beside_best(teacher, tmp_path):
+    data, _ = teacher
+    run = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, **STUDENT))
+    found, _ = exports_beside(run / "best.pt")
+    assert found and {m["precision"] for _, m in found} <= {"fp32", "int8"}
+    assert "fp32" in {m["precision"] for _, m in found}
+    none = train(TrainConfig(data=str(data), out=str(tmp_path / "none"), epochs=1, export="none", **STUDENT))
+    assert not list(none.glob("*.onnx"))
+
+
+def test_a_failed_export_is_a_warning(teacher, tmp_path, monkeypatch, caplog):
+    import fakeface.export
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setattr(fakeface.export, "export_onnx", broken)
+    data, _ = teacher
+    run = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, **STUDENT))
+    assert (run / "best.pt").is_file() and not list(run.glob("*.onnx"))
+    assert "no ONNX export written" in caplog.text and "no exporter here" in caplog.text
+
+
+def test_teacher_probabilities_on_the_device(teacher):
+    from fakeface.distill import Teacher
+
+    _, run = teacher
+    t = Teacher([str(run)], torch.device("cpu"))
+    images = torch.randint(0, 256, (3, 3, 48, 48), dtype=torch.uint8)  # any size: resized to the teacher's
+    p = t.probs(images)
+    detector = load_detector(run, precision="fp32")
+    big = torch.nn.functional.interpolate(images.float(), size=(64, 64), mode="bilinear", antialias=True)
+    expected = detector.p_fake(detector.scorer.logits(big.round().to(torch.uint8)).numpy())
+    np.testing.assert_allclose(p.numpy(), expected, atol=0.02)
+
+
+def test_bad_distill_settings_fail_when_read(tmp_path):
+    with pytest.raises(ValueError, match="teacher"):
+        DistillConfig.from_dict({})
+    with pytest.raises(ValueError, match="alpha"):
+        DistillConfig.from_dict({"teacher": "x", "alpha": 2})
+    with pytest.raises(ValueError, match="unknown distill keys"):
+        TrainConfig(distill={"teacher": "x", "alfa": 0.5})
+    with pytest.raises(ValueError, match="mixup"):
+        TrainConfig(distill={"teacher": "x"}, augment={"mixup_alpha": 0.2})
+    with pytest.raises(ValueError, match="not a folder"):
+        unlabelled_samples([str(tmp_path / "missing")])
