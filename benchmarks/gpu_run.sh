@@ -54,7 +54,20 @@ if [ -f benchmarks/distill_seeds.py ] && [ -f "$OUT/chosen.json" ] && [ "$(left)
   stage "stage 2: distillation of the chosen recipe"
   TEACHERS=$($PY -c "import json, sys; print(' '.join(json.load(open(sys.argv[1]))['run_dirs']))" "$OUT/chosen.json")
   # cut at the limit, its students still have the best.pt of their last finished epoch: those are scored
+  # the student keeps the chosen recipe's input, architecture kwargs and augmentation; configs/distill.yaml the rest
+  $PY - "$OUT/chosen.json" configs/distill.yaml "$WORK/distill.yaml" <<'PYEOF'
+import json, sys, yaml
+chosen = json.load(open(sys.argv[1]))["config"]
+cfg = yaml.safe_load(open(sys.argv[2]))
+for key in ("model", "model_kwargs", "augment", "image_size", "resize", "eval_size"):
+    if key in chosen:
+        cfg[key] = chosen[key]
+cfg["export"] = "none"
+yaml.safe_dump(cfg, open(sys.argv[3], "w"), sort_keys=False)
+print("student config:", json.dumps(cfg))
+PYEOF
   timeout -k 10 $(( $(left) - 110 )) $PY benchmarks/distill_seeds.py --teacher $TEACHERS --data "$D" --out "$WORK/distill" \
+    --config "$WORK/distill.yaml" \
     --seeds 0 1 2 --jobs 3 --budget-min "${DISTILL_BUDGET:-1.5}"
   echo "distill exit $?"
   STUDENTS=$(find "$WORK/distill" -name best.pt -printf '%h\n' 2>/dev/null | sort)
