@@ -41,6 +41,8 @@ from .checkpoint import (
     model_from_checkpoint,
     read_ensemble_calibration,
 )
+from .export import file_sha256
+from .export import load_detector as load_other
 from .inference import Scorer
 from .predict import Detector, Ensemble
 from .runtime import resolve_device, resolve_precision
@@ -111,10 +113,11 @@ def _write_model(ckpt: dict, folder: Path, dtype: str, release: dict, extra: dic
     tensors = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).contiguous()
                for k, v in ckpt["state_dict"].items()}
     save_file(tensors, str(folder / WEIGHTS), metadata={"format": FOLDER_FORMAT, "dtype": dtype})
+    os.chmod(folder / WEIGHTS, 0o644)  # safetensors writes owner-only; a package's data is readable by all
     config = {"format": FOLDER_FORMAT, "format_version": FOLDER_FORMAT_VERSION, "fakeface_version": __version__,
               "release": release, "model": ckpt["model"],
               **{k: ckpt[k] for k in INFERENCE_KEYS if k in ckpt},
-              "weights": {"file": WEIGHTS, "dtype": dtype, "sha256": _sha256(folder / WEIGHTS)},
+              "weights": {"file": WEIGHTS, "dtype": dtype, "sha256": file_sha256(folder / WEIGHTS)},
               "training": {k: ckpt[k] for k in TRAINING_KEYS if ckpt.get(k) is not None},
               **(extra or {})}
     _write_json(folder / CONFIG, config)
@@ -125,10 +128,6 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def model_card(config: dict, body: str | None = None, license: str = "other", metrics: dict | None = None) -> str:
     """README.md: YAML front matter as model hubs read it (license, tags, pipeline_tag, metrics), then ``body``
     or, without one, the facts of ``config``."""
@@ -137,7 +136,8 @@ def model_card(config: dict, body: str | None = None, license: str = "other", me
              "tags": ["image-classification", "deepfake-detection", "gan-detection", "face", "safetensors"],
              "metrics": ["roc_auc", "accuracy"]}
     results = [{"task": {"type": "image-classification"},
-                "dataset": {"name": split, "type": str(m.get("data", "faces"))},
+                "dataset": {"name": f"{m.get('data', 'faces')} ({split})", "type": str(m.get("data", "faces")),
+                            "split": split},
                 "metrics": [{"type": k, "value": round(float(m[k]), 4)} for k in ("roc_auc", "accuracy")
                             if m.get(k) is not None]}
                for split, m in (metrics or {}).items()]
@@ -189,7 +189,7 @@ def load_folder(folder: str | os.PathLike) -> dict:
     (float32 weights, ``path`` = the folder), plus ``release`` ({"name", "version"}) and whatever else
     config.json holds (``provenance``, ``metrics``). :class:`FolderError` with one reason when it cannot."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     folder = Path(folder)
     config = read_config(folder)
@@ -207,7 +207,7 @@ def load_folder(folder: str | os.PathLike) -> dict:
     if config["weights"].get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
         raise FolderError(f"{weights} does not match the checksum in {CONFIG}: the file was changed or damaged")
     try:
-        tensors = load_file(str(weights))
+        tensors = load(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise FolderError(f"cannot read {weights}: not a safetensors file, or a damaged one ({e})") from None
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
@@ -248,8 +248,6 @@ def default_provisional() -> bool:
 def load_detector(path: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto"):
     """A detector for ``path`` - a model folder (single or ensemble), anything
     :func:`fakeface.export.load_detector` takes, or None for the default detector."""
-    from .export import load_detector as load_other
-
     path = default_detector_dir() if path is None else Path(path)
     if not is_model_folder(path):
         return load_other(path, device, precision)
