@@ -223,7 +223,8 @@ def card_body(release: dict, provenance: dict, metrics: dict, card_path: Path) -
              "| split | ROC-AUC | accuracy | images |", "|---|---|---|---|"]
     head += [f"| {s} | {m.get('roc_auc', float('nan')):.4f} | {m.get('accuracy', float('nan')):.4f} | "
              f"{m.get('images')} |" for s, m in metrics.items()]
-    card = card_path.read_text(encoding="utf-8").replace("# Model card", "## Model card", 1)
+    card = card_path.read_text(encoding="utf-8").replace(str(card_path.parent), shown(card_path.parent))
+    card = card.replace("# Model card", "## Model card", 1)
     return "\n".join(head) + "\n\n" + card.replace("\n## ", "\n### ").replace("\n### Model card", "\n## Model card")
 
 

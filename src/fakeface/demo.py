@@ -232,7 +232,7 @@ def run_examples_demo(out: str | os.PathLike = "demo-run", checkpoint: str | os.
     verdicts, write ``out/report.html`` with a Grad-CAM heatmap of each and ``out/verdicts.csv``, and say how
     to start the web page. Returns {"rows", "metrics", "report", "verdicts", "release"}."""
     from .explain import explain_image
-    from .hub import default_detector_dir, is_model_folder, load_detector, release_line
+    from .hub import default_detector_dir, is_model_folder, load_detector, read_config, release_line
     from .images import load_image
     from .metrics import compute_metrics
     from .report import write_report
@@ -244,6 +244,9 @@ def run_examples_demo(out: str | os.PathLike = "demo-run", checkpoint: str | os.
     detector = load_detector(source, device="cpu")
     items = read_examples(examples)
     say(f"Detector: {release}")
+    note = read_config(source).get("release", {}).get("note") if is_model_folder(source) else None
+    if note:
+        say(f"Note: this detector is {note}: its verdicts are a stand-in, not the project's accuracy.")
     say(f"Scoring {len(items)} example faces from {Path(items[0][0]).parent} ...")
     rows = score_examples(detector, items)
     for line in verdict_table(rows, detector.threshold):
@@ -263,8 +266,9 @@ def run_examples_demo(out: str | os.PathLike = "demo-run", checkpoint: str | os.
     scored = [r for r in rows if r["verdict"] is not None]
     metrics = compute_metrics([int(r["label"] == "fake") for r in scored], [r["p_fake"] for r in scored],
                               detector.threshold)
-    description = {"detector": release, **detector.describe(), "data": f"{len(rows)} example images "
-                   "(examples/NOTICE: FFHQ and Unsplash photos, StyleGAN and StyleGAN2 faces)",
+    folder = Path(items[0][0]).parent
+    description = {"detector": release, **detector.describe(),
+                   "data": f"{len(rows)} example images in {folder} (their sources and licences: its NOTICE)",
                    "heatmaps": "Grad-CAM: red regions pushed the score towards fake"}
     report = write_report(out, metrics, plots, description, "make demo",
                           title="fakeface demo: the default detector on example faces")
