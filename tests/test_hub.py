@@ -5,7 +5,11 @@ error."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,8 @@ import yaml
 from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
 from fakeface.hub import FolderError, load_detector, load_folder, read_config, save_folder
 from fakeface.predict import Detector, predict_paths
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _probs(detector, data) -> np.ndarray:
@@ -96,3 +102,28 @@ def test_broken_folders_are_one_clear_error(tiny_run, tmp_path):
         load_folder(folder)
     with pytest.raises(ValueError, match="dtype"):
         save_folder(best, tmp_path / "x", dtype="int4")
+
+
+def test_hub_id_loads_from_the_local_cache_offline(tiny_run, tmp_path):
+    """A published folder is found by its id in huggingface_hub's cache, laid out as a download leaves it;
+    offline (HF_HUB_OFFLINE=1) nothing is fetched, and an id not in the cache is one clear error."""
+    pytest.importorskip("huggingface_hub")
+    _, best = tiny_run
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--someone--tiny-detector"
+    save_folder(best, repo / "snapshots" / commit, name="tiny-detector", version="3")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    code = ("import sys; from fakeface.hub import FolderError, load_detector\n"
+            "try:\n    d = load_detector(sys.argv[1], device='cpu')\nexcept FolderError as e:\n    sys.exit(str(e))\n"
+            "print(d.checkpoint['release']['name'], d.checkpoint['path'])")
+    ok = subprocess.run([sys.executable, "-c", code, "someone/tiny-detector"], env=env, capture_output=True,
+                        text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.split() == ["tiny-detector", str(repo / "snapshots" / commit)]
+    missing = subprocess.run([sys.executable, "-c", code, "someone/not-cached"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert missing.returncode == 1 and "not a local file or folder, and the model hub did not give it" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -245,9 +246,33 @@ def default_provisional() -> bool:
     return bool(read_config(default_detector_dir()).get("release", {}).get("provisional"))
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as model hubs spell a repository
+
+
+def from_hub(repo_id: str) -> Path:
+    """The local folder of a model folder published on the Hugging Face Hub (``owner/name``): downloaded into
+    huggingface_hub's cache, or - with ``HF_HUB_OFFLINE=1`` - taken from it. Needs ``huggingface_hub``
+    (``pip install 'fakeface[hub]'``); :class:`FolderError` with the reason when it cannot."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FolderError(f"{repo_id} is not a local file or folder; to load it from the model hub install "
+                          "huggingface_hub (pip install 'fakeface[hub]')") from None
+    try:
+        folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md"],
+                                   library_name="fakeface", library_version=__version__)
+    except Exception as e:  # network, authentication, not found, not cached offline: one line, not its traceback
+        raise FolderError(f"{repo_id} is not a local file or folder, and the model hub did not give it "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    return Path(folder)
+
+
 def load_detector(path: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto"):
-    """A detector for ``path`` - a model folder (single or ensemble), anything
-    :func:`fakeface.export.load_detector` takes, or None for the default detector."""
+    """A detector for ``path`` - a model folder (single or ensemble), a hub id (``owner/name``, with
+    huggingface_hub installed), anything :func:`fakeface.export.load_detector` takes, or None for the default
+    detector."""
+    if path is not None and not Path(path).exists() and HUB_ID.match(str(path)):
+        path = from_hub(str(path))
     path = default_detector_dir() if path is None else Path(path)
     if not is_model_folder(path):
         return load_other(path, device, precision)
