@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
+# The shipped default detector on examples/ (a table, a Grad-CAM report, how to go on); the training demo on
+# synthetic data is `fakeface demo --train`.
 demo: venv
-	$(BIN)/fakeface demo
+	$(BIN)/python -m fakeface.demo demo-run
 
 # The web page's test drives Debian's Chromium (no browser download): install it when it is missing.
 browser:

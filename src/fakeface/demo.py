@@ -1,18 +1,27 @@
-"""``fakeface demo``: the whole job end to end - data, training, evaluation, report, prediction.
+"""``make demo`` / ``fakeface demo``: the shipped default detector scoring the example faces in ``examples/``
+(:func:`run_examples_demo`), and ``fakeface demo --train``: the whole training job end to end on synthetic data
+(:func:`run_demo`).
 
-With no dataset on the machine the demo makes its own (:mod:`fakeface.synthetic`): natural-looking textures
-as "real", and the same kind of images passed through a generator-like up-sampling path as "fake". It teaches
-the cue GAN detectors learn - periodic up-sampling traces - but it is not face data, and its numbers say
-nothing about real deepfakes. Point ``FAKEFACE_DEMO_DATA`` (or ``--data``) at a real dataset to use that.
+The training demo makes its own data when there is none on the machine (:mod:`fakeface.synthetic`):
+natural-looking textures as "real", and the same kind of images passed through a generator-like up-sampling
+path as "fake". It teaches the cue GAN detectors learn - periodic up-sampling traces - but it is not face data,
+and its numbers say nothing about real deepfakes; every file it writes says so (``"data_kind": "synthetic"``).
+Point ``FAKEFACE_DEMO_DATA`` (or ``--data``) at a real dataset to use that.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import CLASS_NAMES
+from .checkpoint import load_checkpoint, save_atomic
 from .data import DataError, discover
 from .evaluate import evaluate, headline
 from .predict import Detector, predict_paths
@@ -83,8 +92,13 @@ def run_demo(out: str | os.PathLike = "demo-run", data: str | os.PathLike | None
     checkpoint = run_dir / "best.pt"
 
     say("[3/4] evaluating best.pt on the test split ...")
+    if synthetic:
+        mark_synthetic_checkpoints(run_dir)
     metrics = evaluate(checkpoint, data, out / "eval", split="test", n_boot=200,
-                       limit=None if synthetic else 2 * plan.n_test, command=f"fakeface demo --out {out}")
+                       limit=None if synthetic else 2 * plan.n_test, command=f"fakeface demo --train --out {out}")
+    if synthetic:
+        mark_synthetic_evaluation(out / "eval")
+        metrics = {"data_kind": DATA_KIND_SYNTHETIC, **metrics}
     say("      " + headline(metrics))
 
     say("[4/4] predicting a few test images ...")
@@ -106,3 +120,173 @@ def run_demo(out: str | os.PathLike = "demo-run", data: str | os.PathLike | None
     say(REAL_DATA_HINT)
     return {"metrics": metrics, "report": report, "checkpoint": checkpoint, "predictions": rows,
             "synthetic": synthetic}
+
+
+# -- what the training demo writes says "synthetic data" where a reader looks first --------------------------------
+DATA_KIND_SYNTHETIC = "synthetic"
+SYNTHETIC_BANNER = ("SYNTHETIC DATA: this detector was trained and tested on generated textures, not on faces. "
+                    "Its numbers show that the pipeline works, not how well it finds generated faces.")
+
+
+def mark_synthetic_checkpoints(run_dir: str | os.PathLike) -> None:
+    """Add ``"data_kind": "synthetic"`` to a run's best.pt and last.pt, so that whatever reads them (card, server,
+    page, export) can say so."""
+    for name in ("best.pt", "last.pt"):
+        path = Path(run_dir) / name
+        if path.is_file():
+            ckpt = load_checkpoint(path)
+            if ckpt.get("data_kind") != DATA_KIND_SYNTHETIC:
+                ckpt.pop("path")
+                save_atomic({"data_kind": DATA_KIND_SYNTHETIC, **ckpt}, path)
+
+
+def mark_synthetic_evaluation(eval_dir: str | os.PathLike) -> None:
+    """Put ``"data_kind": "synthetic"`` first in an evaluation's metrics.json and run.json, and a banner at the
+    top of its report.html."""
+    eval_dir = Path(eval_dir)
+    for name in ("run.json", "metrics.json"):  # metrics.json last: its presence means a whole evaluation
+        path = eval_dir / name
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({"data_kind": DATA_KIND_SYNTHETIC, "data_note": SYNTHETIC_BANNER,
+                                    **record}, indent=2))
+    report = eval_dir / "report.html"
+    html = report.read_text(encoding="utf-8")
+    banner = (f'<p style="background:#fde68a;border:2px solid #b45309;padding:0.8rem;font-weight:600">'
+              f"{SYNTHETIC_BANNER}</p>")
+    if banner not in html:
+        report.write_text(html.replace("<h1>", banner + "\n<h1>", 1).replace(
+            "<title>", "<title>SYNTHETIC DATA - ", 1), encoding="utf-8")
+
+
+# -- the default detector on the example faces -----------------------------------------------------------------
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"  # in a source checkout, beside src/
+LABELS, EXPECTED, VERDICTS = "labels.csv", "expected.csv", "verdicts.csv"
+VERDICT_COLUMNS = ["file", "label", "p_fake", "verdict"]
+
+
+def read_examples(folder: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """(image path, true label) of each example listed in ``folder/labels.csv`` (default: ``examples/``)."""
+    folder = Path(folder) if folder is not None else EXAMPLES_DIR
+    try:
+        with open(folder / LABELS, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise DataError(f"no example images at {folder} (it has no {LABELS}): run the demo from a source checkout, "
+                        "or give a folder of images with a labels.csv (file,label)") from None
+    if not rows or not {"file", "label"} <= set(rows[0]):
+        raise DataError(f"{folder / LABELS} must have the columns file,label and at least one row")
+    bad = [r["label"] for r in rows if r["label"] not in CLASS_NAMES]
+    if bad:
+        raise DataError(f"{folder / LABELS}: label must be real or fake, got {bad[0]!r}")
+    return [(folder / r["file"], r["label"]) for r in rows]
+
+
+def score_examples(detector, examples: list[tuple[Path, str]]) -> list[dict]:
+    """One row per example: ``{"file", "label", "p_fake", "verdict", "error", "path"}`` (verdict None when the
+    image could not be read)."""
+    rows = predict_paths(detector, [str(p) for p, _ in examples], batch_size=16, workers=0)
+    return [{"file": path.name, "label": label, "p_fake": r["p_fake"], "verdict": r["pred"], "error": r["error"],
+             "path": str(path)} for (path, label), r in zip(examples, rows)]
+
+
+def write_verdicts(rows: list[dict], path: str | os.PathLike) -> Path:
+    """The verdicts as CSV (file,label,p_fake,verdict; P(fake) to 3 decimals): what examples/expected.csv holds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(VERDICT_COLUMNS)
+        for r in rows:
+            writer.writerow([r["file"], r["label"], "" if r["p_fake"] is None else f"{r['p_fake']:.3f}",
+                             r["verdict"] or f"unreadable: {r['error']}"])
+    return path
+
+
+def verdict_table(rows: list[dict], threshold: float) -> list[str]:
+    """The printed table: file, true label, P(fake), verdict, and whether it is right."""
+    lines = [f"{'image':<32} {'true':<5} {'P(fake)':>8}  verdict (threshold {threshold:.3f})"]
+    for r in rows:
+        if r["verdict"] is None:
+            lines.append(f"{r['file']:<32} {r['label']:<5} {'-':>8}  unreadable: {r['error']}")
+        else:
+            mark = "right" if r["verdict"] == r["label"] else "WRONG"
+            lines.append(f"{r['file']:<32} {r['label']:<5} {r['p_fake']:>8.3f}  {r['verdict']:<5} {mark}")
+    return lines
+
+
+def fakeface_executable() -> str:
+    """The ``fakeface`` command of this Python's environment, as a path a user can type."""
+    beside = Path(sys.executable).parent / "fakeface"
+    found = str(beside) if beside.is_file() else shutil.which("fakeface")
+    if found is None:
+        return f"{sys.executable} -m fakeface"
+    try:
+        return os.path.relpath(found) if not os.path.relpath(found).startswith("../..") else found
+    except ValueError:  # another drive (Windows)
+        return found
+
+
+def run_examples_demo(out: str | os.PathLike = "demo-run", checkpoint: str | os.PathLike | None = None,
+                      examples: str | os.PathLike | None = None, say=print) -> dict:
+    """Score the example images with a detector (default: the one shipped in the package), print a table of
+    verdicts, write ``out/report.html`` with a Grad-CAM heatmap of each and ``out/verdicts.csv``, and say how
+    to start the web page. Returns {"rows", "metrics", "report", "verdicts", "release"}."""
+    from .explain import explain_image
+    from .hub import default_detector_dir, is_model_folder, load_detector, read_config, release_line
+    from .images import load_image
+    from .metrics import compute_metrics
+    from .report import write_report
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    source = default_detector_dir() if checkpoint is None else Path(checkpoint)
+    release = release_line(source) if is_model_folder(source) else str(source)
+    detector = load_detector(source, device="cpu")
+    items = read_examples(examples)
+    say(f"Detector: {release}")
+    note = read_config(source).get("release", {}).get("note") if is_model_folder(source) else None
+    if note:
+        say(f"Note: this detector is {note}: its verdicts are a stand-in, not the project's accuracy.")
+    say(f"Scoring {len(items)} example faces from {Path(items[0][0]).parent} ...")
+    rows = score_examples(detector, items)
+    for line in verdict_table(rows, detector.threshold):
+        say("  " + line)
+
+    heat_dir = out / "gradcam"
+    heat_dir.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    explainer = detector.members[0]  # an ensemble's heatmap is its first member's
+    for r in rows:
+        if r["verdict"] is None:
+            continue
+        heat, _ = explain_image(explainer, load_image(r["path"]))
+        png = heat_dir / (Path(r["file"]).stem + ".png")
+        heat.save(png)
+        plots[f"{r['file']}: true {r['label']}, P(fake) {r['p_fake']:.3f} -> {r['verdict']}"] = png
+    scored = [r for r in rows if r["verdict"] is not None]
+    metrics = compute_metrics([int(r["label"] == "fake") for r in scored], [r["p_fake"] for r in scored],
+                              detector.threshold)
+    folder = Path(items[0][0]).parent
+    description = {"detector": release, **detector.describe(),
+                   "data": f"{len(rows)} example images in {folder} (their sources and licences: its NOTICE)",
+                   "heatmaps": "Grad-CAM: red regions pushed the score towards fake"}
+    report = write_report(out, metrics, plots, description, "make demo",
+                          title="fakeface demo: the default detector on example faces")
+    verdicts = write_verdicts(rows, out / VERDICTS)
+    right = sum(r["verdict"] == r["label"] for r in scored)
+    exe = fakeface_executable()
+    say("")
+    say(f"{right} of {len(scored)} right in {time.perf_counter() - t0:.0f} s. Report with Grad-CAM heatmaps: "
+        f"{report.resolve()}")
+    say(f"Score your own photo:   {exe} predict photo.jpg")
+    say(f"Start the web page:     {exe} serve     (then open http://127.0.0.1:8000)")
+    if Path(exe).parent.name == "bin" and (Path(exe).parent / "activate").is_file():
+        say(f"Or put fakeface on PATH first: source {Path(exe).parent / 'activate'}")
+    return {"rows": rows, "metrics": metrics, "report": report, "verdicts": verdicts, "release": release}
+
+
+if __name__ == "__main__":  # `make demo`: python -m fakeface.demo [OUT]
+    try:
+        run_examples_demo(sys.argv[1] if len(sys.argv) > 1 else "demo-run")
+    except (DataError, ValueError, OSError) as e:
+        sys.exit(f"error: {e}")
