@@ -56,7 +56,7 @@ def post(port: int, data: bytes) -> tuple[int, float]:
 
 
 def offline_throughput(checkpoint: str, batch: int = 32, rounds: int = 4) -> float:
-    from fakeface.predict import Detector
+    from fakeface.detector import Detector
 
     det = Detector(checkpoint)
     s = det.preprocess.crop_size

@@ -31,8 +31,8 @@ from torch import nn
 
 from fakeface.augment import AugmentConfig
 from fakeface.data import FaceDataset, default_workers, discover
+from fakeface.devices import grad_scaler, resolve_device, resolve_precision
 from fakeface.models import create_model
-from fakeface.runtime import grad_scaler, resolve_device, resolve_precision
 from fakeface.train import (
     TrainConfig,
     make_optimizer,

@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import noise_image
+from fakeface.detector import Detector
 from fakeface.images import DEFAULT_MAX_PIXELS
-from fakeface.predict import Detector
 from fakeface.serve import ServeConfig, create_app, is_loopback
 from test_data import _png_bomb
 

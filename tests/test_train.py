@@ -124,8 +124,8 @@ def test_resume_after_sigkill_mid_epoch(dataset, tmp_path):
 
 def test_ema_is_what_validation_scores_and_checkpoints_hold(dataset, tmp_path):
     from fakeface.data import discover
+    from fakeface.detector import Detector
     from fakeface.evaluate import score_samples
-    from fakeface.predict import Detector
 
     run = train(TrainConfig(data=str(dataset), out=str(tmp_path / "ema"), ema_decay=0.5, **TINY))
     best = load_checkpoint(run / "best.pt")
