@@ -252,8 +252,9 @@ def predict(
         help="Find faces in ordinary photos, crop each like the training data, score each; the image's verdict "
              "is its most suspicious face. Off by default: already-cropped faces need none.")] = False,
     backend: Annotated[str, typer.Option(
-        help="auto: the fastest export of the checkpoint beside it (int8 only if it passed its accuracy guard, "
-             "then fp32 ONNX), else PyTorch; or pytorch, onnx, onnx-int8.")] = "auto",
+        help="auto: on a CPU the fastest export of the checkpoint beside it (int8 only if it passed its accuracy "
+             "guard, then fp32 ONNX; an fp32 export is made and kept on first use), else PyTorch; or pytorch, onnx, "
+             "onnx-int8.")] = "auto",
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Under torchrun: each process scores its share of the inputs and rank 0 writes every "
                               "row, in the usual order. Without torchrun: one process, as usual.")] = False,
@@ -429,6 +430,8 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow this browser origin (repeatable).")] = None,
     max_batch: Annotated[int, typer.Option(help="Largest micro-batch of concurrent requests.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(help="Longest wait to fill a micro-batch, in ms.")] = 20.0,
+    backend: Annotated[str, typer.Option(help="As predict --backend: auto (an ONNX export, made on first use on a "
+                                              "CPU), pytorch, onnx or onnx-int8.")] = "auto",
 ):
     """Serve the REST API (/v1/predict, /v1/model, /healthz, /docs) and the web page (/) with uvicorn."""
     from .serve import ServeConfig
@@ -437,7 +440,7 @@ def serve(
     config = ServeConfig(checkpoint=[str(c) for c in checkpoint], api_key=api_key or None,
                          max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                          keep_uploads=str(keep_uploads) if keep_uploads else None, cors_origins=cors_origin or [],
-                         max_batch=max_batch, max_wait_ms=max_wait_ms)
+                         max_batch=max_batch, max_wait_ms=max_wait_ms, backend=backend)
     run_server(config, host=host, port=port, insecure=insecure)
 
 

@@ -301,7 +301,7 @@ def export_onnx(
     import onnx
 
     if quantize not in (None, "int8"):
-        raise ValueError(f"quantize must be None or 'int8', got {quantize!r} (dynamic int8 is slower here)")
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r} (dynamic int8 is slower than fp32)")
     if quantize and not calibration_data:
         raise ValueError("int8 quantization needs calibration_data: a list of image files")
     if quantize and opset < 13:
