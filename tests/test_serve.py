@@ -331,6 +331,6 @@ def test_a_port_in_use_is_one_line(checkpoint):
         busy.listen()
         port = busy.getsockname()[1]
         res = subprocess.run([sys.executable, "-m", "fakeface", "serve", "--checkpoint", str(checkpoint), "--port",
-                              str(port), "--precision", "fp32"], capture_output=True, text=True, timeout=120)
+                              str(port)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         f"error: port {port} on 127.0.0.1 is already in use: stop what runs there or choose another --port"]

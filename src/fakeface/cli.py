@@ -158,23 +158,25 @@ def train(
         raise typer.Exit(130) from None
     from .distributed import is_main
 
-    if is_main() and cfg.init:  # what fine-tuning cost on the old data and gained on the new
+    if not is_main():
+        return
+    from .checkpoint import ensemble_members
+
+    members = ensemble_members(run_dir)
+    if cfg.init:  # what fine-tuning cost on the old data and gained on the new, per model trained
         from .evaluate import fine_tune_report
 
-        report = fine_tune_report(cfg.init, run_dir / "best.pt", cfg.old_data, cfg.data, run_dir / "fine_tune.json",
-                                  workers=cfg.workers)
-        for row in report["rows"]:
-            typer.echo(f"fine-tuning, {row['split']}: {row['summary']}")
-    if is_main():
-        from .checkpoint import ensemble_members
-
-        members = ensemble_members(run_dir)
-        for member in members:
-            typer.echo(f"best checkpoint: {member / 'best.pt'}")
-        if members:
-            typer.echo(f"the ensemble: {run_dir} (predict, evaluate and serve take the folder)")
-        else:
-            typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
+        for folder in members or [run_dir]:
+            report = fine_tune_report(cfg.init, folder / "best.pt", cfg.old_data, cfg.data, folder / "fine_tune.json",
+                                      workers=cfg.workers)
+            for row in report["rows"]:
+                typer.echo(f"fine-tuning, {row['split']}: {row['summary']}")
+    for member in members:
+        typer.echo(f"best checkpoint: {member / 'best.pt'}")
+    if members:
+        typer.echo(f"the ensemble: {run_dir} (predict, evaluate and serve take the folder)")
+    else:
+        typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
 
 
 @app.command()

@@ -336,13 +336,14 @@ def choose_backend(checkpoint: str | os.PathLike, backend: str = "auto", device:
 
 
 # -- loading -------------------------------------------------------------------------------------------------------
-# Each resolver maps what a user gave - a path, or None for "the default detector" - to the paths to load, or
-# returns None to pass it on; a module with its own model format registers one here (RESOLVERS.append(f)).
-Resolver = Callable[[Path | None], list[Path] | None]
+# Each resolver maps what a user gave - a path, or None for "the default detector" - to what to load (paths, or
+# detectors it built itself from a format of its own), or returns None to pass it on; a module with its own model
+# format registers one here (RESOLVERS.append(f)).
+Resolver = Callable[[Path | None], "list[Path | BaseDetector] | None"]
 RESOLVERS: list[Resolver] = []
 
 
-def resolve_sources(source) -> list[Path]:
+def resolve_sources(source) -> list[Path | BaseDetector]:
     """What ``load_detector`` was given, as paths: each registered resolver first, then the path itself."""
     given = list(source) if isinstance(source, (list, tuple)) else [source]
     out = []
@@ -373,16 +374,21 @@ def load_detector(source=None, backend: str = "auto", device: str = "auto", prec
     that precision. ``tta`` overrides a PyTorch checkpoint's test-time augmentation.
     """
     given = resolve_sources(source)
-    choices = [choose_backend(p, backend, device, precision, make_export) for p in expand_checkpoints(given)]
     detectors = []
-    for choice in choices:
-        detector = _load_one(choice, device, precision, tta)
-        detector.backend_choice = choice
-        detectors.append(detector)
+    for item in given:
+        if isinstance(item, BaseDetector):  # built by a resolver
+            detectors.append(item)
+            continue
+        for path in expand_checkpoints([item]):
+            choice = choose_backend(path, backend, device, precision, make_export)
+            detector = _load_one(choice, device, precision, tta)
+            detector.backend_choice = choice
+            detectors.append(detector)
     if len(detectors) == 1:
         return detectors[0]
     # one ensemble run folder: judged at the threshold fitted on its own valid scores
-    return Ensemble(detectors, run_dir=given[0] if len(given) == 1 else None)
+    one_run = len(given) == 1 and isinstance(given[0], Path)
+    return Ensemble(detectors, run_dir=given[0] if one_run else None)
 
 
 def _load_one(choice: BackendChoice, device: str, precision: str, tta: str | None) -> BaseDetector:

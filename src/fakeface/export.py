@@ -164,7 +164,7 @@ def _check_batch(check_images, preprocess: Preprocess, seed: int = 0, n_random: 
     s = preprocess.crop_size
     rng = np.random.default_rng(seed)
     return (rng.integers(0, 256, (n_random, 3, s, s)).astype(np.float32),
-            f"{n_random} seeded random-noise images (no real images given)")
+            f"{n_random} seeded random-noise images")
 
 
 class ImageCalibrationReader:
