@@ -299,7 +299,7 @@ def choose_backend(checkpoint: str | os.PathLike, backend: str = "auto", device:
             return BackendChoice(path, "pytorch", f"the model runs on {dev.type}; ONNX Runtime here is CPU-only",
                                  notable=False)
         if precision != "auto":
-            return BackendChoice(path, "pytorch", f"precision {precision} was asked for", notable=False)
+            return BackendChoice(path, "pytorch", f"precision {precision} was asked for")
     exports, passed_over = exports_beside(path)
     by_kind = {"onnx-int8": [], "onnx": []}
     for p, meta in exports:
