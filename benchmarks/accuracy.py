@@ -39,7 +39,7 @@ from fakeface import __version__
 from fakeface.card import fmt, md_table, with_ci
 from fakeface.checkpoint import ENSEMBLE_CALIBRATION, checkpoint_file, expand_checkpoints
 from fakeface.evaluate import evaluate
-from fakeface.export import file_sha256
+from fakeface.files import file_sha256
 from fakeface.report import read_predictions
 from fakeface.train import load_config, train
 

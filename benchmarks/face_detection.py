@@ -154,7 +154,7 @@ def run(args) -> dict:
     finder = FaceDetector()
     model = None
     if args.checkpoint:
-        from fakeface.export import load_detector
+        from fakeface.detector import load_detector
 
         model = load_detector(args.checkpoint, device=args.device)
     faces = [Image.open(p).convert("RGB") for p in paths]

@@ -141,8 +141,8 @@ def score_checkpoint(path: Path, data: str, parts: dict[str, list[str]], workers
     from fakeface.calibrate import pick_threshold
     from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
     from fakeface.data import Sample, discover
-    from fakeface.inference import Scorer
-    from fakeface.runtime import resolve_device
+    from fakeface.devices import resolve_device
+    from fakeface.scoring import Scorer
 
     ckpt = load_checkpoint(path)
     model, preprocess = model_from_checkpoint(ckpt)

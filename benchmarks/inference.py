@@ -49,11 +49,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fakeface.checkpoint import make_checkpoint, save_atomic
 from fakeface.data import default_workers
-from fakeface.export import OnnxDetector, export_onnx
+from fakeface.detector import Detector, OnnxDetector
+from fakeface.devices import cpu_has_fast_bf16
+from fakeface.export import export_onnx
 from fakeface.images import load_image, load_pixels
 from fakeface.models import create_model, default_preprocess
-from fakeface.predict import Detector, expand_inputs, predict_paths
-from fakeface.runtime import cpu_has_fast_bf16
+from fakeface.predict import expand_inputs, predict_paths
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces140k-sample"
 

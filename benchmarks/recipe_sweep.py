@@ -60,8 +60,8 @@ def score_run(run_dir: Path, data: str, workers: int) -> dict:
     from fakeface.calibrate import pick_threshold
     from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
     from fakeface.data import discover
-    from fakeface.inference import Scorer
-    from fakeface.runtime import resolve_device
+    from fakeface.devices import resolve_device
+    from fakeface.scoring import Scorer
 
     ckpt = load_checkpoint(run_dir / "best.pt")
     model, preprocess = model_from_checkpoint(ckpt)

@@ -15,6 +15,7 @@ import argparse
 import concurrent.futures
 import http.client
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -56,9 +57,10 @@ def post(port: int, data: bytes) -> tuple[int, float]:
 
 
 def offline_throughput(checkpoint: str, batch: int = 32, rounds: int = 4) -> float:
-    from fakeface.predict import Detector
+    """Batch throughput of the detector ``serve`` runs for ``checkpoint`` (the export it made, on a CPU)."""
+    from fakeface.detector import load_detector
 
-    det = Detector(checkpoint)
+    det = load_detector(checkpoint)
     s = det.preprocess.crop_size
     x = torch.randint(0, 256, (batch, 3, s, s), dtype=torch.uint8)
     det.scorer.logits(x)  # warm-up
@@ -101,6 +103,7 @@ def main():
                 time.sleep(0.2)
         data = payloads()
         post(port, data[0])  # warm-up
+        backend = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/model", timeout=10))["backend"]
         latencies, errors = [], 0
         deadline = time.perf_counter() + args.max_seconds
         t0 = time.perf_counter()
@@ -121,7 +124,7 @@ def main():
     served = len(latencies) / wall
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) * 1000
     offline = offline_throughput(ckpt)
-    print(f"{len(latencies)} requests at concurrency {args.concurrency}: {served:.1f} img/s, "
+    print(f"{len(latencies)} requests at concurrency {args.concurrency} ({backend}): {served:.1f} img/s, "
           f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms, errors {errors}")
     print(f"offline batch-32 throughput of the same model: {offline:.1f} img/s; served/offline = "
           f"{served / offline:.2f}")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from fakeface.devices import autocast, cpu_has_fast_bf16
 from fakeface.models import create_model
-from fakeface.runtime import autocast, cpu_has_fast_bf16
 
 
 def time_steps(model_name: str, size: int, batch: int, steps: int, precision: str, channels_last: bool):

@@ -36,9 +36,9 @@ from torch import nn
 from fakeface.augment import AugmentConfig
 from fakeface.batch_augment import BatchAugment
 from fakeface.data import FaceDataset, default_workers, discover
+from fakeface.devices import grad_scaler, resolve_device, resolve_precision
 from fakeface.loader import StoredSizeDataset, stored_size
 from fakeface.models import create_model
-from fakeface.runtime import grad_scaler, resolve_device, resolve_precision
 from fakeface.train import (
     TrainConfig,
     load_config,

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakeface.detector import load_detector
 from fakeface.explain import explain_image
-from fakeface.export import export_onnx, load_detector
+from fakeface.export import export_onnx
 from fakeface.predict import expand_inputs, predict_paths
 
 pytestmark = pytest.mark.slow

@@ -10,14 +10,10 @@ import sys
 import pytest
 
 from fakeface.checkpoint import load_checkpoint, save_atomic
-from fakeface.export import (
-    check_int8_accuracy,
-    choose_backend,
-    export_onnx,
-    file_sha256,
-    read_metadata,
-    update_metadata,
-)
+from fakeface.detector import choose_backend
+from fakeface.export import check_int8_accuracy, export_onnx, update_metadata
+from fakeface.files import file_sha256
+from fakeface.onnx_runtime import read_metadata
 
 FAILED_GUARD = {"passed": False, "accuracy_drop": 3.0, "max_accuracy_drop": 0.5, "roc_auc_drop": None, "n": 16}
 

@@ -23,9 +23,9 @@ from fakeface import distributed, models
 from fakeface.augment import AugmentConfig
 from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
 from fakeface.data import FaceDataset, class_counts, collate, discover
-from fakeface.inference import Scores
 from fakeface.predict import predict_distributed
 from fakeface.preprocess import Preprocess
+from fakeface.scoring import Scores
 from fakeface.train import EpochSampler, TrainConfig, prepare_model, train, validate
 
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")

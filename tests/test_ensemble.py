@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import noise_image
+from fakeface.detector import Ensemble, load_detector
 from fakeface.evaluate import evaluate
-from fakeface.export import load_detector
-from fakeface.predict import Ensemble, expand_inputs, predict_paths
+from fakeface.predict import expand_inputs, predict_paths
 from fakeface.serve import ServeConfig, create_app
 from test_predict_evaluate import fakeface
 

@@ -8,19 +8,12 @@ import pytest
 import torch
 
 from fakeface.checkpoint import make_checkpoint, save_atomic
-from fakeface.export import (
-    DEFAULT_TOLERANCE,
-    ExportMismatchError,
-    OnnxDetector,
-    OnnxModelError,
-    compare_on_split,
-    export_onnx,
-    load_detector,
-    read_metadata,
-)
+from fakeface.detector import Detector, OnnxDetector, load_detector
+from fakeface.export import DEFAULT_TOLERANCE, ExportMismatchError, compare_on_split, export_onnx
 from fakeface.images import load_image
 from fakeface.models import create_model
-from fakeface.predict import Detector, predict_paths
+from fakeface.onnx_runtime import OnnxModelError, read_metadata
+from fakeface.predict import predict_paths
 from fakeface.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalize, Preprocess
 
 # Not the model's defaults, so a value read back from the file cannot be a default in disguise: an 88 px

@@ -19,9 +19,9 @@ from conftest import make_folder_dataset, noise_image
 from fakeface.calibrate import calibrate, pick_threshold
 from fakeface.card import write_card
 from fakeface.checkpoint import CheckpointError, ensemble_members, load_checkpoint, save_atomic
+from fakeface.detector import Ensemble, load_detector
 from fakeface.evaluate import evaluate
-from fakeface.export import load_detector
-from fakeface.predict import Ensemble, predict_paths
+from fakeface.predict import predict_paths
 from fakeface.serve import ServeConfig, create_app
 from fakeface.train import TrainConfig, train
 

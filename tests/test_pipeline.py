@@ -14,8 +14,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from fakeface.data import FaceDataset, Sample, collate
+from fakeface.detector import Detector
 from fakeface.images import load_image
-from fakeface.predict import Detector, decoded_batches, expand_inputs, predict_paths
+from fakeface.predict import decoded_batches, expand_inputs, predict_paths
 from fakeface.preprocess import Preprocess
 
 

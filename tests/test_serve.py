@@ -17,8 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import noise_image
+from fakeface.checkpoint import load_checkpoint, save_atomic
+from fakeface.detector import Detector
 from fakeface.images import DEFAULT_MAX_PIXELS
-from fakeface.predict import Detector
 from fakeface.serve import ServeConfig, create_app, is_loopback
 from test_data import _png_bomb
 
@@ -198,6 +199,11 @@ def _call(url: str, body: bytes | None = None, headers: dict | None = None) -> t
 
 def test_real_server_over_http(checkpoint, tmp_path):
     import os
+    import shutil
+
+    # serve makes an ONNX export beside the checkpoint it is given: a copy, so the shared run stays as it is
+    (tmp_path / "run").mkdir()
+    checkpoint = shutil.copy(checkpoint, tmp_path / "run" / "best.pt")
 
     port = free_port()
     env = {**os.environ, "FAKEFACE_API_KEY": "k3y"}
@@ -256,6 +262,7 @@ def test_real_server_over_http(checkpoint, tmp_path):
         logs = proc.communicate(timeout=30)[0]
     assert "\\x89PNG" not in logs and "IHDR" not in logs and "JFIF" not in logs  # no image bytes in the logs
     assert "POST /v1/predict" in logs  # the access log is there, just without bodies
+    assert "made best.onnx" in logs and (tmp_path / "run" / "best.onnx").is_file()  # fast by default
 
 
 def test_serve_refuses_what_it_cannot_start_with_one_line(checkpoint, tmp_path):
@@ -292,3 +299,38 @@ def test_cors_only_when_configured_and_uploads_kept_only_when_asked(checkpoint, 
         r = c.post("/v1/predict", files={"file": ("a.jpg", data)}, headers=origin)
         assert r.headers["access-control-allow-origin"] == "https://reviewer.example"
     assert [p.read_bytes() for p in keep.iterdir()] == [data]
+
+
+def test_openapi_describes_every_answer_once(client):
+    """A generated client needs unique operation ids, a schema for each answer and the errors documented."""
+    spec = client.get("/openapi.json").json()
+    ids = [op["operationId"] for methods in spec["paths"].values() for op in methods.values()]
+    assert len(ids) == len(set(ids)), ids
+    answers = spec["paths"]["/v1/predict"]["post"]["responses"]
+    assert answers["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictResponse"}
+    for status in ("400", "401", "413", "415", "422"):
+        assert answers[status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse"), status
+    assert "ModelInfo" in spec["paths"]["/v1/model"]["get"]["responses"]["200"]["content"]["application/json"][
+        "schema"]["$ref"]
+    assert client.head("/healthz").status_code == 200 and client.head("/v1/model").status_code == 200
+
+
+def test_model_info_says_one_input_size(checkpoint, tmp_path):
+    ckpt = {k: v for k, v in load_checkpoint(checkpoint).items() if k != "path"}
+    ckpt["preprocess"] = {**ckpt["preprocess"], "input_size": 96, "eval_size": 80}  # trained at 96, scores at 80
+    save_atomic(ckpt, tmp_path / "best.pt")
+    with TestClient(create_app(ServeConfig(checkpoint=str(tmp_path / "best.pt"), precision="fp32"))) as c:
+        info = c.get("/v1/model").json()
+    assert info["input_size"] == info["preprocess"]["input_size"] == 80
+    assert info["preprocess"]["training_crop_size"] == 96 and info["backend"] == "pytorch"
+
+
+def test_a_port_in_use_is_one_line(checkpoint):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "fakeface", "serve", "--checkpoint", str(checkpoint), "--port",
+                              str(port)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is already in use: stop what runs there or choose another --port"]

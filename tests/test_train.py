@@ -124,8 +124,8 @@ def test_resume_after_sigkill_mid_epoch(dataset, tmp_path):
 
 def test_ema_is_what_validation_scores_and_checkpoints_hold(dataset, tmp_path):
     from fakeface.data import discover
+    from fakeface.detector import Detector
     from fakeface.evaluate import score_samples
-    from fakeface.predict import Detector
 
     run = train(TrainConfig(data=str(dataset), out=str(tmp_path / "ema"), ema_decay=0.5, **TINY))
     best = load_checkpoint(run / "best.pt")
@@ -219,13 +219,16 @@ def test_fine_tune_keeps_model_and_preprocessing(dataset, tmp_path):
 
 
 def test_fine_tune_scores_the_old_test_split_so_forgetting_is_visible(dataset, tmp_path):
-    from fakeface.evaluate import evaluate
+    from fakeface.evaluate import evaluate, fine_tune_report
 
     base = train(TrainConfig(data=str(dataset), out=str(tmp_path / "base"), **{**TINY, "epochs": 1}))
     new = make_folder_dataset(tmp_path / "new", per_class=6, size=112)  # "a new generator"
     tuned = train(TrainConfig(data=str(new), out=str(tmp_path / "tuned"), init=str(base / "best.pt"),
                               **{**TINY, "epochs": 1}))
+    # what `fakeface train --init` runs after training (the command, not train(), calls it)
+    returned = fine_tune_report(base / "best.pt", tuned / "best.pt", None, new, tuned / "fine_tune.json", workers=0)
     report = json.loads((tuned / "fine_tune.json").read_text())
+    assert report == json.loads(json.dumps(returned))
     rows = {r["split"]: r for r in report["rows"]}
     assert set(rows) == {"old test", "new test"} and report["old_data"] == str(Path(dataset).resolve())
     for split, data in (("old test", dataset), ("new test", new)):
@@ -234,7 +237,7 @@ def test_fine_tune_scores_the_old_test_split_so_forgetting_is_visible(dataset, t
             assert rows[split][which]["accuracy"] == pytest.approx(m["accuracy"]), (split, which)
         assert rows[split]["change"]["accuracy"] == pytest.approx(
             rows[split]["after"]["accuracy"] - rows[split]["before"]["accuracy"])
-    assert "fine-tuning, old test: accuracy" in (tuned / "train.log").read_text()
+    assert rows["old test"]["summary"].startswith("accuracy ") and "ROC-AUC" in rows["old test"]["summary"]
 
 
 @pytest.mark.parametrize("name", ["sample-cpu.yaml", "140k-gpu.yaml", "140k-gpu-vggface2.yaml"])
@@ -244,3 +247,18 @@ def test_shipped_configs_are_valid(name):
     cfg = load_config(path, {"data": "somewhere"})
     raw = yaml.safe_load(path.read_text())
     assert {k: getattr(cfg, k) for k in raw} == raw
+
+
+def test_init_resolves_precision_from_the_checkpoints_model(tiny_run, tiny_lite_run, tmp_path, monkeypatch):
+    """Fine-tuning an EfficientNet-Lite0 checkpoint on a bf16-capable CPU keeps fp32, as `auto` does for Lite0:
+    the precision is resolved for the model trained, not for the default model --init replaces."""
+    import fakeface.devices as devices
+
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)  # a CPU where auto picks bf16 for IRV1
+    assert devices.resolve_precision("auto", torch.device("cpu"), "inception_resnet_v1") == "bf16"
+    data, _ = tiny_run
+    run = train(TrainConfig(data=str(data), out=str(tmp_path / "tuned"), init=str(tiny_lite_run),
+                            **{**TINY, "epochs": 1, "precision": "auto"}))
+    resolved = yaml.safe_load((run / "config.yaml").read_text())["resolved"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"] == "efficientnet_lite0"
+    assert resolved["precision"] == "fp32"

@@ -16,10 +16,10 @@ from conftest import make_folder_dataset
 from fakeface.calibrate import calibrate, fit_temperature, validation_samples
 from fakeface.checkpoint import load_checkpoint, make_checkpoint, save_atomic
 from fakeface.data import discover
+from fakeface.detector import Detector
 from fakeface.explain import grad_cam
 from fakeface.images import load_image
 from fakeface.models import create_model, with_tta
-from fakeface.predict import Detector
 from fakeface.preprocess import TF_LITE_MEAN, TF_LITE_STD, Normalize, Preprocess
 from fakeface.train import TrainConfig, train
 
@@ -109,7 +109,9 @@ def test_detector_scores_with_the_checkpoints_tta_unless_told(flipped, sample_ro
 
 
 def test_onnx_export_carries_the_flip_in_its_graph(flipped, sample_root, tmp_path):
-    from fakeface.export import OnnxDetector, export_onnx, read_metadata
+    from fakeface.detector import OnnxDetector
+    from fakeface.export import export_onnx
+    from fakeface.onnx_runtime import read_metadata
 
     out, _ = flipped
     paths = [s.path for s in discover(sample_root).splits["test"]][::20]

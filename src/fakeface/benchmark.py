@@ -36,11 +36,12 @@ from sklearn.metrics import roc_curve
 from . import FAKE, REAL, __version__
 from .card import md_table
 from .data import SPLIT_ALIASES, DataError, Sample, class_counts, discover
-from .export import load_detector  # the one place this module gets its detectors from
+from .detector import load_detector  # the one place this module gets its detectors from
+from .files import write_text_atomic
 from .images import is_image_file
 from .metrics import bootstrap_ci, compute_metrics
 from .predict import expand_inputs, predict_paths
-from .report import COLORS, _atomic_write_text, _figure, _save
+from .report import COLORS, _figure, _save
 
 SCHEMA_VERSION = 1
 FILES = {"json": "benchmark.json", "markdown": "benchmark.md", "plot": "benchmark.png", "scores": "scores.csv"}
@@ -415,9 +416,9 @@ def run_benchmark(detector, suite: Suite | str | os.PathLike, out_dir: str | os.
     _write_scores(out / FILES["scores"], scores)
     plot_benchmark(result, out / FILES["plot"])
     heading = f"# Benchmark `{suite.name}`\n\n" + (f"{suite.description}\n\n" if suite.description else "")
-    _atomic_write_text(out / FILES["markdown"], heading + benchmark_table_markdown(result) + "\n\n" +
+    write_text_atomic(out / FILES["markdown"], heading + benchmark_table_markdown(result) + "\n\n" +
                        f"Suite: `{suite.path}`; {len(scores)} images scored once each in {seconds:.0f} s.\n")
-    _atomic_write_text(out / FILES["json"], json.dumps(result, indent=2))  # last
+    write_text_atomic(out / FILES["json"], json.dumps(result, indent=2))  # last
     return result
 
 
@@ -427,7 +428,7 @@ def _write_scores(path: Path, scores: dict[str, dict]) -> None:
     writer.writerow(["path", "p_fake", "error"])
     writer.writerows([r["path"], "" if r["p_fake"] is None else repr(r["p_fake"]), r["error"] or ""]
                      for r in scores.values())
-    _atomic_write_text(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue())
 
 
 def plot_benchmark(result: dict, path: str | os.PathLike) -> Path:

@@ -32,12 +32,18 @@ from .checkpoint import (
     checkpoint_file,
     ensemble_members,
     load_checkpoint,
-    read_ensemble_calibration,
     save_atomic,
+    validation_samples,
 )
-from .data import DataError, discover, read_split_csv
+from .data import DataError
+from .detector import Detector, ensemble_threshold, load_detector
+from .files import write_text_atomic
 from .metrics import expected_calibration_error
-from .predict import Detector, predict_paths
+from .predict import predict_paths
+from .scoring import p_fake
+
+__all__ = ["calibrate", "calibrate_ensemble", "ensemble_calibrated", "fit_temperature", "parse_policy",
+           "pick_threshold", "validation_samples"]
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -45,8 +51,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     logits, labels = np.asarray(logits, np.float64), np.asarray(labels, np.int64)
 
     def nll(log_t: float) -> float:
-        p = 1.0 / (1.0 + np.exp(-logits / np.exp(log_t)))
-        return log_loss(labels, np.clip(p, 1e-12, 1 - 1e-12), labels=[0, 1])
+        return log_loss(labels, np.clip(p_fake(logits, np.exp(log_t)), 1e-12, 1 - 1e-12), labels=[0, 1])
 
     res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(res.x))
@@ -91,19 +96,6 @@ def pick_threshold(labels: np.ndarray, p_fake: np.ndarray, policy: str) -> float
     return float(thresholds[ok[-1]])
 
 
-def validation_samples(ckpt: dict, data: str | os.PathLike | None):
-    """The split the threshold may be chosen on: the data's 'valid' split, or the run's own held-out split."""
-    split_csv = Path(ckpt["path"]).parent / "split.csv"
-    if data is not None:
-        index = discover(data)
-        if "valid" in index.splits:
-            return index.splits["valid"]
-    if split_csv.is_file():
-        return read_split_csv(split_csv).get("valid", [])
-    raise DataError("no validation split to calibrate on (the test split is never used): give --data with a "
-                    "valid/ split, or a checkpoint whose run folder holds split.csv")
-
-
 def calibrate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None, policy: str = "balanced",
               out: str | os.PathLike | None = None, batch_size: int = 64, workers: int | None = None,
               device: str = "auto", precision: str = "auto", tta: str | None = None) -> dict:
@@ -122,7 +114,7 @@ def calibrate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = No
     y = np.array([int(r["label"] == "fake") for r in scored])
     logits = detector.logits_of([r["p_fake"] for r in scored])  # undoing whatever temperature it had
     temperature = fit_temperature(logits, y)
-    p_raw, p_cal = 1 / (1 + np.exp(-logits)), 1 / (1 + np.exp(-logits / temperature))
+    p_raw, p_cal = p_fake(logits), p_fake(logits, temperature)
     threshold = pick_threshold(y, p_cal, policy)
 
     state = load_checkpoint(checkpoint)
@@ -150,15 +142,12 @@ def calibrate_ensemble(run_dir: str | os.PathLike, data: str | os.PathLike | Non
     probabilities, as it predicts) and write it to ``run_dir/calibration.json``, with the members' (temperature,
     threshold) it was fitted on top of. Calibrate the members first: their temperatures make the probabilities
     that are averaged."""
-    from .export import load_detector
-    from .report import _atomic_write_text
-
     parse_policy(policy)
     run_dir = Path(run_dir)
     members = ensemble_members(run_dir)
     if not members:
         raise DataError(f"{run_dir} is not an ensemble run (no member0, member1, ... folders)")
-    detector = load_detector([checkpoint_file(m) for m in members], device=device, precision=precision)
+    detector = load_detector([checkpoint_file(m) for m in members], "as-given", device, precision)
     samples = validation_samples(detector.members[0].checkpoint, data)
     rows = [r for r in predict_paths(detector, [s.path for s in samples], batch_size, workers,
                                      labels=[s.label for s in samples]) if r["error"] is None]
@@ -172,9 +161,9 @@ def calibrate_ensemble(run_dir: str | os.PathLike, data: str | os.PathLike | Non
               "roc_auc": float(roc_auc_score(y, p)) if len(set(y)) == 2 else None,
               "fpr": float(flagged[y == 0].mean()) if (y == 0).any() else None,
               "tpr": float(flagged[y == 1].mean()) if (y == 1).any() else None,
-              "mean_of_members": float(np.mean([m.threshold for m in detector.members])),
+              "mean_of_members": ensemble_threshold(detector.members).threshold,
               "members": calibration_fingerprint(detector.members)}
-    _atomic_write_text(run_dir / ENSEMBLE_CALIBRATION, json.dumps(record, indent=2) + "\n")
+    write_text_atomic(run_dir / ENSEMBLE_CALIBRATION, json.dumps(record, indent=2) + "\n")
     return {**record, "path": str(run_dir / ENSEMBLE_CALIBRATION)}
 
 
@@ -182,10 +171,7 @@ def ensemble_calibrated(run_dir: str | os.PathLike, policy: str | None) -> bool:
     """Whether ``run_dir/calibration.json`` holds a threshold fitted on the members as they are now (and by
     ``policy``, unless None)."""
     try:
-        record = read_ensemble_calibration(run_dir)
+        chosen = ensemble_threshold([load_checkpoint(m) for m in ensemble_members(run_dir)], run_dir)
     except CheckpointError:
         return False
-    if record is None:
-        return False
-    now = calibration_fingerprint(load_checkpoint(m) for m in ensemble_members(run_dir))
-    return policy in (None, record.get("threshold_policy")) and record.get("members") == now
+    return chosen.record is not None and policy in (None, chosen.record.get("threshold_policy"))

@@ -13,10 +13,14 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .calibrate import ensemble_calibrated
-from .checkpoint import ENSEMBLE_CALIBRATION, ensemble_members, load_checkpoint, read_ensemble_calibration
+from .checkpoint import ENSEMBLE_CALIBRATION, CheckpointError, ensemble_members, load_checkpoint
 from .data import DataError, class_counts, discover
+from .detector import ensemble_threshold
+from .files import write_text_atomic
 from .models import create_model
+from .text import fmt
+
+__all__ = ["write_card", "read_evaluation", "fmt", "md_table", "with_ci"]
 
 
 def find_evaluations(run_dir: Path) -> list[Path]:
@@ -35,10 +39,6 @@ def read_evaluation(path: Path) -> dict:
     if not isinstance(m, dict) or "accuracy" not in m:
         raise ValueError(f"{path}: not a metrics.json written by fakeface evaluate (no accuracy in it)")
     return m
-
-
-def fmt(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def with_ci(metrics: dict, key: str) -> str:
@@ -136,16 +136,20 @@ ETHICS = """- A verdict is evidence, not proof: never act against a person on th
 
 
 def _ensemble_threshold(run_dir: Path, members: list[dict]) -> str:
-    """The threshold an ensemble run is judged at, as predict applies it (see Ensemble.use_run_calibration)."""
-    mean = f"{fmt(sum(m.get('threshold', 0.5) for m in members) / len(members), 4)} (the mean of the members')"
-    path = run_dir / ENSEMBLE_CALIBRATION
-    if not path.is_file():
+    """The threshold an ensemble run is judged at (:func:`fakeface.detector.ensemble_threshold`), in words."""
+    try:
+        chosen = ensemble_threshold(members, run_dir)
+    except CheckpointError:  # a calibration.json that cannot be read: predict refuses it, the card says so
+        chosen = None
+    if chosen is not None and chosen.record is not None:
+        r = chosen.record
+        return (f"{fmt(r['threshold'])} ({r.get('threshold_policy')}, fitted on the ensemble's own scores of "
+                f"{r.get('n_valid')} validation images: FPR {fmt(r.get('fpr'))}, TPR {fmt(r.get('tpr'))})")
+    mean = f"{fmt(ensemble_threshold(members).threshold)} (the mean of the members')"
+    if chosen is not None and not chosen.stale:
         return mean
-    if not ensemble_calibrated(run_dir, None):
-        return f"{mean}; {path} no longer fits the members or cannot be read: `fakeface calibrate` refits it"
-    r = read_ensemble_calibration(run_dir)
-    return (f"{fmt(r['threshold'], 4)} ({r.get('threshold_policy')}, fitted on the ensemble's own scores of "
-            f"{r.get('n_valid')} validation images: FPR {fmt(r.get('fpr'))}, TPR {fmt(r.get('tpr'))})")
+    return (f"{mean}; {run_dir / ENSEMBLE_CALIBRATION} no longer fits the members or cannot be read: "
+            "`fakeface calibrate` refits it")
 
 
 def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -259,5 +263,4 @@ genuine, identity verification, and non-face images.
 {ETHICS}
 """
     target = Path(out) if out is not None else run_dir / "MODEL_CARD.md"
-    target.write_text(text)
-    return target
+    return write_text_atomic(target, text)

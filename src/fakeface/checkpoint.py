@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from . import __version__
+from .data import DataError, discover, read_split_csv
+from .files import atomic_path
 from .models import create_model, with_tta
 from .preprocess import Preprocess
 
@@ -41,21 +43,10 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flush it to disk, then rename over ``path``.
-
-    A reader - or a run resumed after ``kill -9`` - sees the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``torch.save`` ``obj`` to ``path`` atomically and flushed to disk: a reader - or a run resumed after
+    ``kill -9`` - sees the old file or the new one, never half of one."""
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def make_checkpoint(model: nn.Module, model_name: str, model_kwargs: dict, preprocess: Preprocess,
@@ -164,3 +155,16 @@ def model_from_checkpoint(ckpt: dict) -> tuple[nn.Module, Preprocess]:
     model = create_model(ckpt["model"]["name"], **ckpt["model"]["kwargs"])
     model.load_state_dict(ckpt["state_dict"])
     return with_tta(model, ckpt.get("tta")).eval(), Preprocess.from_dict(ckpt["preprocess"])
+
+
+def validation_samples(ckpt: dict, data: str | os.PathLike | None):
+    """The split the threshold may be chosen on: the data's 'valid' split, or the run's own held-out split."""
+    split_csv = Path(ckpt["path"]).parent / "split.csv"
+    if data is not None:
+        index = discover(data)
+        if "valid" in index.splits:
+            return index.splits["valid"]
+    if split_csv.is_file():
+        return read_split_csv(split_csv).get("valid", [])
+    raise DataError("no validation split to calibrate on (the test split is never used): give --data with a "
+                    "valid/ split, or a checkpoint whose run folder holds split.csv")

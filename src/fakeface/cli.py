@@ -1,4 +1,8 @@
-"""The ``fakeface`` command line: a thin Typer layer over the library's functions."""
+"""The ``fakeface`` command line: a thin Typer layer over the library's functions.
+
+Each command parses its options, calls one library function and prints what it returns. Errors a user can fix
+are turned into one line and an exit code in one place, :func:`run`.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain: "fakeface[pretrained]" must not be read as rich markup
 )
 
-# Errors a user can fix: printed as one line, exit code 2. Anything else is a bug and keeps its traceback.
+# Errors a user can fix: printed as one line, exit code 2 (or the error's own ``exit_code``). Anything else is a
+# bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError)
 
 
@@ -38,10 +44,14 @@ PATH_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EP
 
 
 def run() -> None:
-    """The ``fakeface`` command: ``app``, with one line and exit code 2 for a path the system refuses wherever
-    that happens."""
+    """The ``fakeface`` command: ``app``, with the one error boundary. A user error (a bad value, a missing or
+    existing file, a path the system refuses) becomes ``error: MESSAGE`` on stderr and exit code 2 (or the
+    error's ``exit_code``) wherever it happens; anything else is a bug and keeps its traceback."""
     try:
         app(prog_name="fakeface")
+    except USER_ERRORS as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(getattr(e, "exit_code", 2))
     except OSError as e:
         if e.errno not in PATH_ERRNOS:
             raise
@@ -136,11 +146,9 @@ def train(
                      members=members)
     if resume and config is None and out:
         config = saved_config(out)  # the run's own settings, not the defaults (e.g. its number of epochs)
+    cfg = load_config(config, overrides)
     try:
-        cfg = load_config(config, overrides)
         run_dir = run_training(cfg, resume=resume)
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
     except KeyboardInterrupt:
         if out and not any(Path(out).glob("**/last.pt")):  # stopped before its first epoch ended: nothing to resume
             typer.echo("\ninterrupted before the first epoch ended: nothing to resume, start again with the same "
@@ -150,16 +158,25 @@ def train(
         raise typer.Exit(130) from None
     from .distributed import is_main
 
-    if is_main():
-        from .checkpoint import ensemble_members
+    if not is_main():
+        return
+    from .checkpoint import ensemble_members
 
-        members = ensemble_members(run_dir)
-        for member in members:
-            typer.echo(f"best checkpoint: {member / 'best.pt'}")
-        if members:
-            typer.echo(f"the ensemble: {run_dir} (predict, evaluate and serve take the folder)")
-        else:
-            typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
+    members = ensemble_members(run_dir)
+    if cfg.init:  # what fine-tuning cost on the old data and gained on the new, per model trained
+        from .evaluate import fine_tune_report
+
+        for folder in members or [run_dir]:
+            report = fine_tune_report(cfg.init, folder / "best.pt", cfg.old_data, cfg.data, folder / "fine_tune.json",
+                                      workers=cfg.workers)
+            for row in report["rows"]:
+                typer.echo(f"fine-tuning, {row['split']}: {row['summary']}")
+    for member in members:
+        typer.echo(f"best checkpoint: {member / 'best.pt'}")
+    if members:
+        typer.echo(f"the ensemble: {run_dir} (predict, evaluate and serve take the folder)")
+    else:
+        typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
 
 
 @app.command()
@@ -184,25 +201,36 @@ def evaluate(
     """Score a labelled split: metrics.json, predictions.csv, plots and a self-contained report.html."""
     from .evaluate import evaluate as run_evaluation
     from .evaluate import headline, parse_perturbations
+    from .progress import Progress
+    from .text import fmt
+
+    progress = Progress(0, "scoring", enabled=False)
+
+    def on_progress(n: int) -> None:  # the split's size is known only inside evaluate: the bar starts there
+        progress.update(n)
+
+    def start(total: int) -> None:
+        nonlocal progress
+        progress = Progress(total, "scoring", every=max(1, total // 20))
 
     try:
         metrics = run_evaluation(checkpoint, data, out, split=split, batch_size=batch_size, workers=workers,
                                  device=device, precision=precision, limit=limit, n_boot=bootstrap,
-                                 perturb=parse_perturbations(perturb or []), group_by=group_by)
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
+                                 perturb=parse_perturbations(perturb or []), group_by=group_by,
+                                 progress=on_progress, on_start=start)
+    finally:
+        progress.close()
     typer.echo(headline(metrics))
     if "ensemble" in metrics:
         for name, row in metrics["ensemble"]["rows"].items():
-            auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.4f}"
-            typer.echo(f"  {name}: accuracy {row['accuracy']:.4f}  ROC-AUC {auc}")
+            typer.echo(f"  {name}: accuracy {row['accuracy']:.4f}  ROC-AUC {fmt(row['roc_auc'])}")
     for value, row in metrics.get("groups", {}).get("by_value", {}).items():
-        auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.4f}"
-        typer.echo(f"  {group_by}={value} (n={row['n']}): accuracy {row['accuracy']:.4f}  ROC-AUC {auc}")
+        typer.echo(f"  {group_by}={value} (n={row['n']}): accuracy {row['accuracy']:.4f}  "
+                   f"ROC-AUC {fmt(row['roc_auc'])}")
     for row in metrics.get("robustness", []):
-        auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.4f}"
-        change = "" if row["roc_auc_change"] is None else f" ({row['roc_auc_change']:+.4f})"
-        typer.echo(f"  {row['perturbation']}={row['level']:g}: accuracy {row['accuracy']:.4f}  ROC-AUC {auc}{change}")
+        change = "" if row["roc_auc_change"] is None else f" ({fmt(row['roc_auc_change'], signed=True)})"
+        typer.echo(f"  {row['perturbation']}={row['level']:g}: accuracy {row['accuracy']:.4f}  "
+                   f"ROC-AUC {fmt(row['roc_auc'])}{change}")
     for note in metrics["images"]["data_notes"]:
         typer.echo(note, err=True)
     if metrics["images"]["skipped"]:
@@ -226,8 +254,9 @@ def predict(
         help="Find faces in ordinary photos, crop each like the training data, score each; the image's verdict "
              "is its most suspicious face. Off by default: already-cropped faces need none.")] = False,
     backend: Annotated[str, typer.Option(
-        help="auto: the fastest export of the checkpoint beside it (int8 only if it passed its accuracy guard, "
-             "then fp32 ONNX), else PyTorch; or pytorch, onnx, onnx-int8.")] = "auto",
+        help="auto: on a CPU the fastest export of the checkpoint beside it (int8 only if it passed its accuracy "
+             "guard, then fp32 ONNX; an fp32 export is made and kept on first use), else PyTorch; or pytorch, onnx, "
+             "onnx-int8.")] = "auto",
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Under torchrun: each process scores its share of the inputs and rank 0 writes every "
                               "row, in the usual order. Without torchrun: one process, as usual.")] = False,
@@ -237,113 +266,48 @@ def predict(
     Exit code 0 when at least one image was scored, 1 when none could be, 2 on a usage error.
     """
     from . import distributed as dist
-    from .checkpoint import expand_checkpoints
-    from .export import choose_backend, load_detector
-    from .predict import expand_inputs, predict_distributed, predict_paths
+    from .detector import load_detector
+    from .predict import PredictionWriter, expand_inputs, predict_distributed, predict_faces, predict_paths
+    from .progress import progress_callback
 
     if dist.world_size() > 1:
         if not distributed:
             raise fail(f"running under torchrun ({dist.world_size()} processes): pass --distributed, or every "
                        "process would score every input and write the same output")
-        from .runtime import resolve_device
+        from .devices import resolve_device
 
-        try:
-            device = str(dist.init_from_env(resolve_device(device)))  # cuda:LOCAL_RANK on GPUs
-        except USER_ERRORS as e:
-            raise fail(str(e)) from None
-    try:
-        choices = [choose_backend(c, backend, device, precision) for c in expand_checkpoints(checkpoint)]
-        for choice in choices if dist.is_main() else []:
-            typer.echo(f"backend: {choice.backend} ({choice.reason})", err=True)
-        detector = load_detector([c.path for c in choices], device=device, precision=precision)
-        if len(checkpoint) == 1 and len(detector.members) > 1:  # an ensemble run: its own fitted threshold
-            detector.use_run_calibration(checkpoint[0])
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
+        device = str(dist.init_from_env(resolve_device(device)))  # cuda:LOCAL_RANK on GPUs
     inputs = expand_inputs(paths)
-    if not inputs:
+    if not inputs:  # said before the model is loaded
         raise fail("no files found in the given paths")
+    detector = load_detector(checkpoint, backend, device, precision, make_export=dist.is_main())
+    for member in detector.members if dist.is_main() else []:
+        choice = member.backend_choice
+        if choice is not None and (choice.notable or backend != "auto"):
+            typer.echo(f"backend: {choice.backend} ({choice.reason})", err=True)
     mine = inputs[dist.shard(len(inputs))]  # all of them in one process
-    progress = None
-    if len(mine) > 64 and sys.stderr.isatty() and dist.is_main():
-        from .train import Progress
-
-        progress = Progress(len(mine), "scoring", 1)
-    on_progress = (lambda n: progress.update(n, "")) if progress else None
+    on_progress, close_progress = progress_callback(len(mine), "scoring", dist.is_main())
 
     def score(shard: list[str]):
         if detect_faces:
-            from .predict import predict_faces
-
             return predict_faces(detector, shard, on_progress=on_progress)
         return predict_paths(detector, shard, batch_size, workers, on_progress=on_progress, draft=True)
 
     # One process: rows are scored lazily, as they are written. Under torchrun: scored and gathered here.
-    rows_iter = predict_distributed(score, inputs)
+    rows = predict_distributed(score, inputs)
     dist.cleanup()
-    if rows_iter is None:  # not rank 0, which writes every row
+    if rows is None:  # not rank 0, which writes every row
         return
-    scored = failed = 0
-    table_rows: list[dict] = []
-    writer = csv_file = None
-    if csv_out is not None:
-        import csv
-
-        csv_out.parent.mkdir(parents=True, exist_ok=True)
-        csv_file = open(csv_out, "w", newline="")  # noqa: SIM115 - closed below, streamed row by row
-        fields = ["path", "p_fake", "pred", "error"] + (["faces_found", "faces"] if detect_faces else [])
-        writer = csv.DictWriter(csv_file, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-    show_table = not json_out and len(inputs) <= 1000
     try:
-        for row in rows_iter:
-            scored += row["error"] is None
-            failed += row["error"] is not None
-            if writer is not None:
-                import json
-
-                writer.writerow({**row, "faces": json.dumps(row.get("faces"))})
-            if json_out:
-                import json
-
-                keys = ("path", "p_fake", "pred", "error") + (("faces_found", "faces") if detect_faces else ())
-                typer.echo(json.dumps({k: row.get(k) for k in keys}))
-            elif show_table:
-                table_rows.append(row)
-            else:
-                p = "-" if row["p_fake"] is None else f"{row['p_fake']:.4f}"
-                typer.echo(f"{row['path']}\t{p}\t{row['pred'] or 'error: ' + row['error']}")
+        with PredictionWriter(json_out, csv_out, detect_faces, len(inputs)) as writer:
+            for row in rows:
+                writer.write(row)
     finally:
-        if progress:
-            progress.close()
-        if csv_file is not None:
-            csv_file.close()
-    if show_table:
-        _print_predictions(table_rows, detect_faces)
-    typer.echo(f"{scored} scored, {failed} unreadable; threshold {detector.threshold:.3f} "
-               f"({detector.checkpoint.get('threshold_policy', 'default')})", err=True)
-    if scored == 0:
+        close_progress()
+    typer.echo(f"{writer.scored} scored, {writer.failed} unreadable; threshold {detector.threshold:.3f} "
+               f"({detector.threshold_policy})", err=True)
+    if writer.scored == 0:
         raise typer.Exit(1)
-
-
-def _print_predictions(rows: list[dict], faces: bool = False) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(show_edge=False, header_style="bold")
-    table.add_column("path", overflow="fold")
-    table.add_column("P(fake)", justify="right")
-    table.add_column("verdict")
-    if faces:
-        table.add_column("faces", justify="right")
-    for r in rows:
-        extra = [str(r["faces_found"]) if r.get("faces_found") else "none: whole image"] if faces else []
-        if r["error"] is not None:
-            table.add_row(r["path"], "-", f"[yellow]error: {r['error']}[/]", *([""] if faces else []))
-        else:
-            style = "red" if r["pred"] == "fake" else "green"
-            table.add_row(r["path"], f"{r['p_fake']:.4f}", f"[{style}]{r['pred']}[/]", *extra)
-    Console(width=max(100, Console().width)).print(table)
 
 
 @app.command()
@@ -353,10 +317,7 @@ def report(
     """Re-draw the plots (and report.html) of any run from its log.csv / predictions.csv."""
     from .report import redraw_run
 
-    try:
-        written = redraw_run(run_dir)
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
+    written = redraw_run(run_dir)
     for path in written:
         typer.echo(str(path))
 
@@ -372,10 +333,7 @@ def card(
     """Write MODEL_CARD.md: data, metrics with intervals, threshold policy, known limits, ethics notes."""
     from .card import write_card
 
-    try:
-        path = write_card(run_dir, out, evaluation)
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
+    path = write_card(run_dir, out, evaluation)
     typer.echo(str(path))
 
 
@@ -402,10 +360,7 @@ def calibrate(
     if len(targets) > 1 and out is not None:
         raise fail(f"{checkpoint} is an ensemble: its members are calibrated in place (drop --out)")
     for target in targets:
-        try:
-            r = run_calibration(target, data, policy, out, batch_size=batch_size, workers=workers, tta=tta)
-        except USER_ERRORS as e:
-            raise fail(str(e)) from None
+        r = run_calibration(target, data, policy, out, batch_size=batch_size, workers=workers, tta=tta)
         typer.echo(f"temperature {r['temperature']:.3f}, threshold {r['threshold']:.4f} ({r['policy']}, test-time "
                    f"augmentation {r['tta'] or 'none'}) on {r['n_valid']} validation images; ECE "
                    f"{r['ece_before']:.4f} -> {r['ece_after']:.4f}; written to {r['checkpoint']}")
@@ -413,10 +368,7 @@ def calibrate(
             typer.echo(f"skipped {len(r['skipped_files'])} unreadable validation image(s): "
                        + "; ".join(r["skipped_files"]), err=True)
     if len(targets) > 1:
-        try:
-            r = calibrate_ensemble(checkpoint, data, policy, batch_size=batch_size, workers=workers)
-        except USER_ERRORS as e:
-            raise fail(str(e)) from None
+        r = calibrate_ensemble(checkpoint, data, policy, batch_size=batch_size, workers=workers)
         typer.echo(f"ensemble: threshold {r['threshold']:.4f} ({policy}) on the mean of the members' probabilities "
                    f"for {r['n_valid']} validation images (the mean of theirs: {r['mean_of_members']:.4f}); "
                    f"written to {r['path']}")
@@ -436,65 +388,10 @@ def export(
     max_accuracy_drop: Annotated[float, typer.Option(help="Refuse int8 if accuracy drops more (points).")] = 0.5,
 ):
     """Export to ONNX (preprocessing and threshold in its metadata), checked against PyTorch; optionally int8."""
-    import random
+    from .export import export_run
 
-    from .checkpoint import checkpoint_file, ensemble_members
-    from .data import discover
-    from .export import check_int8_accuracy, export_onnx
-
-    targets = ensemble_members(checkpoint) or [checkpoint]
-    if len(targets) > 1 and out is not None:
-        raise fail(f"{checkpoint} is an ensemble: each member's export goes beside its checkpoint (drop --out)")
-    try:
-        calib, guard = None, None
-        if quantize is not None:
-            if quantize != "int8":
-                raise ValueError(f"--quantize takes int8, got {quantize!r}")
-            if calibration_data is None:
-                raise ValueError("--quantize int8 needs --calibration-data PATH (real images, a few hundred)")
-            index = discover(calibration_data)
-            pool = index.splits.get("train") or next(iter(index.splits.values()))
-            calib = [s.path for s in random.Random(0).sample(pool, min(calibration_images, len(pool)))]
-            guard = index.splits.get("valid") or index.splits.get("test")
-            if not guard:
-                raise ValueError("the calibration data needs a valid (or test) split to check int8 accuracy on")
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
-    for target in targets:
-        try:
-            path = out
-            if path is None:
-                ckpt = checkpoint_file(target)
-                path = ckpt.with_name(f"{ckpt.stem}.int8.onnx" if quantize else f"{ckpt.stem}.onnx")
-            report = export_onnx(target, path, quantize=quantize, calibration_data=calib)
-        except USER_ERRORS as e:
-            raise fail(str(e)) from None
-        typer.echo(f"fp32: {report['fp32']['path']}  max |dP| vs PyTorch {report['fp32']['max_abs_diff_p']:.2e} "
-                   f"({report['checked_on']})")
-        if quantize is None:
-            continue
-        typer.echo(f"int8: {report['int8']['path']}  max |dP| vs fp32 {report['int8']['max_abs_diff_p_vs_fp32']:.3f}")
-        skipped = report["int8"]["skipped_calibration_images"]
-        if skipped:
-            typer.echo(f"skipped {len(skipped)} unreadable calibration image(s), e.g. {skipped[0]}", err=True)
-        # the verdict goes into the int8 file's metadata: predict --backend auto uses int8 only when it passed
-        try:
-            cmp = check_int8_accuracy(report["fp32"]["path"], report["int8"]["path"], [s.path for s in guard],
-                                      [s.label for s in guard], max_accuracy_drop)
-        except USER_ERRORS as e:  # e.g. no image of the split could be read: int8 unchecked, so not kept
-            Path(report["int8"]["path"]).unlink(missing_ok=True)
-            raise fail(f"int8 accuracy could not be checked ({e}): int8 model removed; use the fp32 model "
-                       f"{report['fp32']['path']}") from None
-        if cmp["skipped"]:
-            typer.echo(f"skipped {cmp['skipped']} unreadable image(s) of the accuracy check", err=True)
-        drop = 100 * cmp["accuracy_drop"]
-        auc = "n/a" if cmp["roc_auc_drop"] is None else f"{-cmp['roc_auc_drop']:+.4f}"
-        acc = f"{cmp['fp32']['accuracy']:.4f} -> {cmp['int8']['accuracy']:.4f}"
-        typer.echo(f"on {cmp['n']} labelled images: accuracy {acc} ({-drop:+.2f} points), ROC-AUC change {auc}")
-        if not cmp["passed"]:
-            Path(report["int8"]["path"]).unlink(missing_ok=True)
-            raise fail(f"int8 loses {drop:.2f} accuracy points (> {max_accuracy_drop}): refused and removed; "
-                       f"use the fp32 model {report['fp32']['path']}", code=1)
+    export_run(checkpoint, out, quantize, calibration_data, calibration_images, max_accuracy_drop,
+               say=typer.echo, warn=lambda line: typer.echo(line, err=True))
 
 
 @app.command()
@@ -506,17 +403,17 @@ def explain(
     """Grad-CAM heatmap of the regions that drove the score (red: towards fake), overlaid on the image."""
     from PIL import Image
 
+    from .detector import Detector
     from .explain import save_explanation
     from .images import ImageLoadError, load_image
-    from .predict import Detector
 
     if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:
         raise fail(f"--out {out}: name an image file to write, e.g. heatmap.png")
+    detector = Detector(checkpoint)
     try:
-        detector = Detector(checkpoint)
         img = load_image(image)
-    except (*USER_ERRORS, ImageLoadError) as e:
-        raise fail(f"{image}: {e}" if isinstance(e, ImageLoadError) else str(e)) from None
+    except ImageLoadError as e:
+        raise fail(f"{image}: {e}") from None
     p = save_explanation(detector, img, out)
     typer.echo(f"{image}: P(fake) {p:.4f} -> {detector.verdict(p)}; heatmap: {out}")
 
@@ -535,6 +432,8 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow this browser origin (repeatable).")] = None,
     max_batch: Annotated[int, typer.Option(help="Largest micro-batch of concurrent requests.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(help="Longest wait to fill a micro-batch, in ms.")] = 20.0,
+    backend: Annotated[str, typer.Option(help="As predict --backend: auto (an ONNX export, made on first use on a "
+                                              "CPU), pytorch, onnx or onnx-int8.")] = "auto",
 ):
     """Serve the REST API (/v1/predict, /v1/model, /healthz, /docs) and the web page (/) with uvicorn."""
     from .serve import ServeConfig
@@ -543,11 +442,8 @@ def serve(
     config = ServeConfig(checkpoint=[str(c) for c in checkpoint], api_key=api_key or None,
                          max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                          keep_uploads=str(keep_uploads) if keep_uploads else None, cors_origins=cors_origin or [],
-                         max_batch=max_batch, max_wait_ms=max_wait_ms)
-    try:
-        run_server(config, host=host, port=port, insecure=insecure)
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
+                         max_batch=max_batch, max_wait_ms=max_wait_ms, backend=backend)
+    run_server(config, host=host, port=port, insecure=insecure)
 
 
 @app.command()
@@ -562,10 +458,7 @@ def demo(
     """The whole job end to end: make data, train, evaluate, write the report, predict a few images."""
     from .demo import run_demo
 
-    try:
-        run_demo(out, data=data, fast=fast, epochs=epochs, seed=seed, say=typer.echo)
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
+    run_demo(out, data=data, fast=fast, epochs=epochs, seed=seed, say=typer.echo)
 
 
 data_app = typer.Typer(help="Dataset tools: check for problems and leaks, split a flat folder, download the 140k set.",
@@ -585,10 +478,7 @@ def data_check(
 
     from .datatools import check_dataset, format_check_report
 
-    try:
-        result = check_dataset(path, near_duplicates=near_duplicates, workers=workers)
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
+    result = check_dataset(path, near_duplicates=near_duplicates, workers=workers)
     typer.echo(json.dumps(result, indent=2, default=str) if json_out else format_check_report(result))
     if result["errors"]:
         raise typer.Exit(1)
@@ -606,10 +496,7 @@ def data_split(
     """Seeded, stratified split that keeps near-duplicates in one split, written in the 140k format."""
     from .datatools import split_dataset
 
-    try:
-        r = split_dataset(path, out, valid=valid, test=test, seed=seed, link=link)
-    except USER_ERRORS as e:
-        raise fail(str(e)) from None
+    r = split_dataset(path, out, valid=valid, test=test, seed=seed, link=link)
     for s in r["skipped"]:
         typer.echo(f"left out {s['path']}: {s['reason']}", err=True)
     typer.echo(f"{r['counts']} -> {r['out']}")
@@ -628,7 +515,7 @@ def data_download(
         raise fail(f"unknown dataset {name!r}; available: 140k")
     try:
         r = download_140k(to)
-    except (*USER_ERRORS, RuntimeError) as e:
+    except RuntimeError as e:  # the kaggle client's own failures (credentials, network)
         raise fail(str(e)) from None
     typer.echo(f"verified {r['counts']} in {r['root']}")
     typer.echo(f"next: {r['next']}")

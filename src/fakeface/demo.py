@@ -23,8 +23,9 @@ from pathlib import Path
 from . import CLASS_NAMES
 from .checkpoint import load_checkpoint, save_atomic
 from .data import DataError, discover
+from .detector import Detector
 from .evaluate import evaluate, headline
-from .predict import Detector, predict_paths
+from .predict import predict_paths
 from .train import TrainConfig, train
 
 

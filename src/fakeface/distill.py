@@ -25,9 +25,9 @@ from torch.nn import functional as F
 
 from .augment import AugmentConfig
 from .data import UNLABELLED, DataError, Sample
+from .devices import autocast
 from .images import is_image_file
 from .preprocess import Normalize
-from .runtime import autocast
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Teacher:
     augmentation; an ensemble's is the mean of its members' calibrated probabilities."""
 
     def __init__(self, paths: list[str], device: torch.device, precision: str = "fp32"):
-        from .export import load_detector
+        from .detector import load_detector
 
         detector = load_detector(paths if len(paths) > 1 else paths[0], device=str(device))
         self.members = []

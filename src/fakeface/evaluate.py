@@ -13,7 +13,8 @@ import numpy as np
 from .augment import PERTURBATIONS
 from .augment import perturb as perturb_image
 from .data import DataError, discover
-from .export import load_detector
+from .detector import load_detector
+from .files import write_text_atomic
 from .metrics import bootstrap_ci, compute_metrics, expected_calibration_error
 from .predict import predict_paths
 from .report import (
@@ -24,26 +25,30 @@ from .report import (
     plot_robustness,
     plot_training_curves,
     select_examples,
+    write_epoch_log,
     write_predictions,
     write_report,
 )
-from .train import write_epoch_log
+from .scoring import p_fake
+from .text import fmt
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
              split: str = "test", batch_size: int = 64, workers: int | None = None, device: str = "auto",
              precision: str = "auto", limit: int | None = None, n_boot: int = 1000,
              perturb: dict[str, list[float]] | None = None, group_by: str | None = None,
-             command: str | None = None, progress=None) -> dict:
+             command: str | None = None, progress=None, on_start=None) -> dict:
     """Score ``split`` of ``data`` with ``checkpoint``; write everything into ``out``; return the metrics.
 
     ``checkpoint`` may be a list: an ensemble, whose metrics add an ``ensemble`` table (each member alone and
     the ensemble, on the same images). ``perturb`` ({"jpeg": [90, 70, 50], "blur": [1, 2], ...}) re-scores the
     split once per level, both classes alike, and adds a ``robustness`` table and plot. ``group_by`` (a metadata
     column of a CSV manifest) adds a ``groups`` table: every metric per value of that column.
+    ``on_start(n_images)`` is called once the split is known, then ``progress(n)`` as images are scored.
     """
     out = Path(out)
-    detector = load_detector(checkpoint, device=device, precision=precision)
+    # the model itself, not an export of it: an evaluation measures what was trained
+    detector = load_detector(checkpoint, "as-given", device, precision)
     index = discover(data)
     if split not in index.splits:
         notes = "".join(f"; {note}" for note in index.notes)
@@ -60,6 +65,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
     for name in EVALUATION_FILES:  # an earlier evaluation's results must not mix with this one's
         (out / name).unlink(missing_ok=True)
 
+    if on_start is not None:
+        on_start(len(samples))
     rows = list(predict_paths(detector, [s.path for s in samples], batch_size, workers,
                               labels=[s.label for s in samples], on_progress=progress))
     scored = [r for r in rows if r["error"] is None]
@@ -76,7 +83,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
                          "data_notes": index.notes}  # e.g. manifest rows that were not images at all
     p_uncalibrated = None
     if detector.temperature != 1.0:  # the same logits without temperature scaling, for before/after
-        p_uncalibrated = 1 / (1 + np.exp(-detector.logits_of(p)))
+        p_uncalibrated = p_fake(detector.logits_of(p))
     metrics["calibration"] = {
         "temperature": detector.temperature, "policy": detector.checkpoint.get("threshold_policy", "default"),
         "ece_uncalibrated": expected_calibration_error(y, p if p_uncalibrated is None else p_uncalibrated),
@@ -111,7 +118,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | 
     (out / "run.json").write_text(json.dumps({"description": description, "command": command}, indent=2,
                                              default=str))
     write_report(out, metrics, plots, description, command)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: its presence means a whole evaluation
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))  # last: it means a whole evaluation
     return metrics
 
 
@@ -178,20 +185,20 @@ def fine_tune_report(base: str | os.PathLike, tuned: str | os.PathLike, old_data
     for name, samples in splits.items():
         row = {"split": name, "n": len(samples)}
         for which, ckpt in (("before", base), ("after", tuned)):
-            detector = load_detector(ckpt)
+            detector = load_detector(ckpt, "as-given")
             m = score_samples(detector, samples, workers=workers)
             row[which] = {k: m[k] for k in ("accuracy", "roc_auc", "eer")}
         change = {k: None if row["after"][k] is None or row["before"][k] is None else row["after"][k] - row["before"][k]
                   for k in ("accuracy", "roc_auc")}
         row["change"] = change
-        auc = lambda m: "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"  # noqa: E731
         row["summary"] = (f"accuracy {row['before']['accuracy']:.4f} -> {row['after']['accuracy']:.4f}, "
-                          f"ROC-AUC {auc(row['before'])} -> {auc(row['after'])} (n={len(samples)})")
+                          f"ROC-AUC {fmt(row['before']['roc_auc'])} -> {fmt(row['after']['roc_auc'])} "
+                          f"(n={len(samples)})")
         rows.append(row)
     missing = [n for n in ("old test", "new test") if n not in splits]
     report = {"base": str(base), "fine_tuned": str(tuned), "old_data": str(old_data), "new_data": str(new_data),
               "rows": rows, "not_scored": [f"{n}: no test split found" for n in missing]}
-    Path(out).write_text(json.dumps(report, indent=2))
+    write_text_atomic(out, json.dumps(report, indent=2))
     return report
 
 
@@ -243,8 +250,8 @@ def robustness(detector, samples, perturb: dict[str, list[float]], clean: dict, 
 def headline(metrics: dict) -> str:
     """One line of the numbers people look at first."""
     def f(key):
-        v = metrics.get(key)
-        return "n/a" if v is None else f"{v:.4f}"
+        return fmt(metrics.get(key))
+
     ci = metrics.get("bootstrap", {}).get("roc_auc")
     auc = f("roc_auc") + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
     return (f"accuracy {f('accuracy')}  ROC-AUC {auc}  precision {f('precision')}  recall {f('recall')}  "

@@ -1,27 +1,31 @@
-"""ONNX export and ONNX Runtime inference: a checkpoint becomes one self-describing ``.onnx`` file.
+"""ONNX export: a checkpoint becomes one self-describing ``.onnx`` file (fp32, or int8 that passed its guard).
 
 :func:`export_onnx` wraps the checkpoint's model with its normalisation, so the graph takes (B, 3, S, S) float32
 pixels on the 0-255 scale (S = the checkpoint's ``preprocess.crop_size``) and returns the logit (B,). The
 preprocessing, threshold, threshold policy, temperature and model name travel in the model's ``metadata_props``
-(JSON strings), so :class:`OnnxDetector` needs nothing but the ``.onnx`` file. Every export is checked the way
-timm's ``onnx_export()`` does it: ``onnx.checker``, then ONNX Runtime against PyTorch fp32 on real images.
+(JSON strings; read back by :mod:`fakeface.onnx_runtime`). Every export is checked the way timm's
+``onnx_export()`` does it: ``onnx.checker``, then ONNX Runtime against PyTorch fp32 on the images given (real
+ones where there are any, seeded noise otherwise - the report's ``checked_on`` says which).
 
 ``quantize="int8"`` adds static int8 quantization (QDQ, per-channel weights) calibrated on real images;
-:func:`check_int8_accuracy` compares it with fp32 on labelled images and records the verdict in its metadata.
-Dynamic int8 quantization is not offered: on our CPUs it ran ~8x slower than fp32.
+:func:`check_int8_accuracy` (the int8 accuracy guard) compares it with fp32 on labelled images and records the
+verdict in its metadata. Dynamic int8 quantization is not offered: it runs slower than fp32 on CPUs
+(convolutions re-quantize their activations at every call).
 
-Every export records the SHA-256 of the checkpoint it was made from, so :func:`choose_backend` can tell the
-exports of a checkpoint lying beside it (``best.onnx``, ``best.int8.onnx``) from stale ones.
+Every export records the SHA-256 of the checkpoint it was made from, so
+:func:`fakeface.detector.choose_backend` can tell the exports of a checkpoint lying beside it (``best.onnx``,
+``best.int8.onnx``) from stale ones. :func:`export_run` is the library side of ``fakeface export``;
+:func:`export_beside` makes the fp32 export ``predict`` and ``serve`` keep on first use.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import random
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -29,29 +33,52 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import checkpoint_file, expand_checkpoints, load_checkpoint, model_from_checkpoint
+from .checkpoint import (
+    checkpoint_file,
+    ensemble_members,
+    load_checkpoint,
+    model_from_checkpoint,
+    validation_samples,
+)
+from .data import DataError, FaceDataset, Sample, discover
+from .files import atomic_path, file_sha256, temp_path_beside
 from .images import ImageLoadError, load_image
-from .inference import Scorer
-from .predict import BaseDetector
+from .onnx_runtime import (
+    FORMAT,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    OnnxModelError,
+    OnnxScorer,
+    decode_metadata,
+    run_logits,
+    session,
+    session_metadata,
+)
+from .predict import decoded_batches
 from .preprocess import Normalize, Preprocess
-from .runtime import resolve_device
+from .scoring import p_fake
+from .text import fmt
 
-FORMAT = "fakeface-onnx"
-INPUT_NAME, OUTPUT_NAME = "pixels", "logit"
+__all__ = ["OnnxModelError", "export_onnx", "export_run", "export_beside", "check_int8_accuracy",
+           "compare_on_split", "update_metadata", "file_sha256"]
+
 DEFAULT_OPSET = 17
 # Max |P_onnx - P_torch| an fp32 export may show. Float reordering (BatchNorm folded into Conv, other conv
-# algorithms) moved P(fake) by 1-2e-6 (Inception-ResNet-V1 at 88 and 160 px, real faces); a real export bug moves
-# it by far more (swapped colour channels: 0.83). 1e-3 leaves room for a calibrated temperature as low as 0.01
-# (which scales logit noise by 100) and is still far too small to flip a verdict not already on the threshold.
+# algorithms) moves P(fake) by about 1e-6; a real export bug moves it by far more (swapped colour channels: 0.8).
+# 1e-3 leaves room for a calibrated temperature as low as 0.01 (which scales logit noise by 100) and is still far
+# too small to flip a verdict not already on the threshold.
 DEFAULT_TOLERANCE = 1e-3
-
-
-class OnnxModelError(ValueError):
-    """A file that is not a usable fakeface ONNX export (missing, corrupt, or without our metadata)."""
+N_CHECK_IMAGES = 16  # real images an export is compared with PyTorch on, when there are any
 
 
 class ExportMismatchError(RuntimeError):
     """The exported graph does not compute what the PyTorch model computes."""
+
+
+class Int8Refused(ValueError):
+    """The int8 model lost more accuracy than allowed (or could not be checked) and was removed."""
+
+    exit_code = 1
 
 
 class _ExportWrapper(nn.Module):
@@ -89,34 +116,6 @@ def _metadata(ckpt: dict, precision: str, **extra) -> dict[str, str]:
     return {k: json.dumps(v) for k, v in meta.items() if v is not None}
 
 
-def _decode_metadata(props: dict[str, str], path: str | os.PathLike) -> dict:
-    if Path(path).is_file() and Path(path).stat().st_size == 0:  # onnx reads an empty file as an empty model
-        raise OnnxModelError(f"cannot read ONNX model {path}: empty file (0 bytes)")
-    if props.get("format") != json.dumps(FORMAT):
-        raise OnnxModelError(f"{path} is an ONNX model but not a fakeface export (no fakeface metadata); "
-                             "export one with fakeface.export.export_onnx")
-    try:
-        meta = {k: json.loads(v) for k, v in props.items()}
-        meta["preprocess"] = Preprocess.from_dict(meta["preprocess"]).to_dict()  # validates it
-        meta["threshold"], meta["temperature"] = float(meta["threshold"]), float(meta["temperature"])
-        if not isinstance(meta["model"].get("name"), str):
-            raise ValueError("no model name")
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-        raise OnnxModelError(f"{path}: damaged fakeface metadata ({type(e).__name__}: {e})") from None
-    return meta
-
-
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The decoded fakeface metadata of an exported .onnx file (preprocess, threshold, temperature, model, ...)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise OnnxModelError(f"cannot read ONNX model {path}: {e}") from e
-    return _decode_metadata({p.key: p.value for p in model.metadata_props}, path)
-
-
 def _write_metadata(path: Path, props: dict[str, str]) -> None:
     import onnx
 
@@ -132,61 +131,11 @@ def update_metadata(path: str | os.PathLike, **fields) -> None:
     path = Path(path)
     model = onnx.load(str(path))
     props = {p.key: p.value for p in model.metadata_props}
-    _decode_metadata(props, path)  # refuses files that are not ours
+    decode_metadata(props, path)  # refuses files that are not ours
     props.update({k: json.dumps(v) for k, v in fields.items()})
     onnx.helper.set_model_props(model, props)
-    tmp = _tmp_beside(path, "meta")
-    try:
+    with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# -- ONNX Runtime --------------------------------------------------------------------------------------------------
-def _session(path: str | os.PathLike, threads: int | None = None, spinning: bool = False):
-    """A CPU InferenceSession with all graph optimisations and ``threads`` intra-op threads.
-
-    ``threads=None`` uses ``torch.get_num_threads()``: one per physical core unless ``OMP_NUM_THREADS`` says
-    otherwise - the same budget the PyTorch path gets, so the two compare fairly on a shared machine.
-    ``spinning=False`` lets idle intra-op threads sleep instead of spinning (ORT's default): prediction decodes
-    images on the same cores while the model runs, and spinning cost efficientnet_lite0 int8 about 1.5 of its
-    5 CPU-ms per image (2-core machine, benchmarks/inference.py --ort-spinning compares the two).
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or torch.get_num_threads()
-    opts.inter_op_num_threads = 1  # one chain of convolutions: nothing to run in parallel between operators
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    path = Path(path)
-    if not path.is_file():
-        raise OnnxModelError(f"ONNX model not found: {path}")
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises InvalidProtobuf, Fail, ... from its C++ side
-        raise OnnxModelError(f"cannot load ONNX model {path}: {e}") from e
-
-
-def _run_logits(session, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """(N, 3, S, S) float32 pixels -> (N,) float64 logits, ``batch_size`` at a time."""
-    out = [session.run([OUTPUT_NAME], {INPUT_NAME: pixels[i:i + batch_size]})[0]
-           for i in range(0, len(pixels), batch_size)]
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
-
-
-def _sigmoid(logits: np.ndarray, temperature: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature))
 
 
 # -- images --------------------------------------------------------------------------------------------------------
@@ -204,14 +153,17 @@ def _decode(paths: Sequence[str | os.PathLike], preprocess: Preprocess) -> tuple
 
 
 def _check_batch(check_images, preprocess: Preprocess, seed: int = 0, n_random: int = 8) -> tuple[np.ndarray, str]:
+    """The pixels an export is compared with PyTorch on, and what they are in words: the check images that can
+    be read, else seeded noise (saying why), since the comparison needs some input either way."""
+    why = ""
     if check_images:
         pixels, skipped = _decode(check_images, preprocess)
-        if not len(pixels):
-            raise ValueError(f"none of the {len(check_images)} check images could be read: {skipped[0]}")
-        return pixels, f"{len(pixels)} images"
+        if len(pixels):
+            return pixels, f"{len(pixels)} images"
+        why = f" (none of the {len(check_images)} check images could be read, e.g. {skipped[0]})"
     s = preprocess.crop_size
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n_random, 3, s, s)).astype(np.float32), f"{n_random} seeded random images"
+    return rng.integers(0, 256, (n_random, 3, s, s)).astype(np.float32), f"{n_random} seeded random-noise images{why}"
 
 
 class ImageCalibrationReader:
@@ -241,19 +193,14 @@ class ImageCalibrationReader:
         self._batches = self._iter()
 
 
-# -- export --------------------------------------------------------------------------------------------------------
-def _tmp_beside(path: Path, tag: str) -> Path:
-    return path.with_name(f".{path.name}.{tag}.tmp{os.getpid()}")
-
-
+# -- export ----------------------------------------------------------------------------------------------------------
 def _export_fp32(model: nn.Module, preprocess: Preprocess, path: Path, opset: int) -> None:
     wrapper = _ExportWrapper(model, preprocess).eval()
     s = preprocess.crop_size
     example = torch.randint(0, 256, (2, 3, s, s), generator=torch.Generator().manual_seed(0)).float()
     with warnings.catch_warnings(), torch.inference_mode():
-        # The TorchScript exporter is deprecated since torch 2.9 in favour of dynamo=True, which needs onnxscript
-        # and opset >= 18 and took ~20x longer here (20-30 s vs 1-2 s per export). Its deprecation warnings are
-        # silenced for this one call; revisit when torch removes it.
+        # The TorchScript exporter is deprecated in favour of dynamo=True, which needs onnxscript and opset >= 18
+        # and is an order of magnitude slower to export; its deprecation warning is silenced for this one call.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -273,8 +220,8 @@ def _head_nodes(path: Path) -> list[str]:
     """Names of the nodes after the last global pooling: the classifier head, kept in fp32.
 
     Quantized, the logit itself would be uint8 over the calibration range: clipped beyond the most extreme
-    calibration image (P(fake) 0.92 came back as 0.72 with 16 images) and coarse in between. The head is
-    ~1M multiply-adds of the network's billions, so it costs nothing to keep exact.
+    calibration image and coarse in between. The head is
+    a tiny share of the network's multiply-adds, so it costs nothing to keep exact.
     """
     import onnx
 
@@ -291,8 +238,7 @@ def _quantize_int8(fp32_path: Path, out_path: Path, reader: ImageCalibrationRead
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = _tmp_beside(out_path, "prep")
-    try:
+    with temp_path_beside(out_path) as prepared:
         # Shape inference and ORT's graph optimisations (e.g. folding the head's BatchNorm into its MatMul) first,
         # as ORT's quantization guide recommends: fewer, larger ops to quantize.
         quant_pre_process(str(fp32_path), str(prepared))
@@ -310,8 +256,6 @@ def _quantize_int8(fp32_path: Path, out_path: Path, reader: ImageCalibrationRead
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=_head_nodes(prepared),
         )
-    finally:
-        prepared.unlink(missing_ok=True)
 
 
 def export_onnx(
@@ -356,7 +300,7 @@ def export_onnx(
     import onnx
 
     if quantize not in (None, "int8"):
-        raise ValueError(f"quantize must be None or 'int8', got {quantize!r} (dynamic int8 is slower here)")
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r} (dynamic int8 is slower than fp32)")
     if quantize and not calibration_data:
         raise ValueError("int8 quantization needs calibration_data: a list of image files")
     if quantize and opset < 13:
@@ -369,126 +313,58 @@ def export_onnx(
     temperature = float(ckpt.get("temperature", 1.0))
     source = {"opset": opset, "source_sha256": file_sha256(ckpt["path"])}
     fp32_path = out_path.with_name(f"{out_path.stem}.fp32.onnx") if quantize else out_path
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_fp32, tmp_int8 = _tmp_beside(fp32_path, "fp32"), _tmp_beside(out_path, "int8")
     s = preprocess.crop_size
     report = {"path": str(out_path), "precision": quantize or "fp32", "opset": opset, "input_shape": ["B", 3, s, s],
               "checkpoint": ckpt["path"], "int8": None}
-    try:
+    # both files appear together, and only once every check passed
+    with atomic_path(fp32_path) as tmp_fp32, (atomic_path(out_path) if quantize else nullcontext()) as tmp_int8:
         _export_fp32(model, preprocess, tmp_fp32, opset)
         _write_metadata(tmp_fp32, _metadata(ckpt, "fp32", **source))
         onnx.checker.check_model(str(tmp_fp32), full_check=True)
 
         pixels, report["checked_on"] = _check_batch(check_images, preprocess)
-        fp32_session = _session(tmp_fp32)
-        p_onnx = _sigmoid(_run_logits(fp32_session, pixels), temperature)
-        p_torch = _sigmoid(_torch_logits(model, preprocess, pixels), temperature)
+        p_onnx = p_fake(run_logits(session(tmp_fp32), pixels), temperature)
+        p_torch = p_fake(_torch_logits(model, preprocess, pixels), temperature)
         diff = float(np.abs(p_onnx - p_torch).max())
         report["fp32"] = {"path": str(fp32_path), "max_abs_diff_p": diff, "tolerance": tolerance}
         if not diff <= tolerance:  # also catches NaN
             raise ExportMismatchError(f"ONNX Runtime and PyTorch differ by {diff:.3g} in P(fake) on "
                                       f"{report['checked_on']} (tolerance {tolerance:g}); nothing was written")
-
-        if quantize:
-            reader = ImageCalibrationReader(calibration_data, preprocess, calibration_batch_size)
-            try:
-                _quantize_int8(tmp_fp32, tmp_int8, reader, per_channel, reduce_range)
-            except Exception:
-                if reader.used or len(reader.skipped) < len(reader.paths):
-                    raise
-                # else every image was unreadable (ORT says "No data is collected."): said below, in our words
-            if reader.used == 0:
-                raise ValueError(f"none of the {len(reader.paths)} calibration images could be read"
-                                 + (f": {reader.skipped[0]}" if reader.skipped else ""))
-            quant = {"method": "static", "format": "QDQ", "calibration": "minmax", "calibration_images": reader.used,
-                     "per_channel": per_channel, "reduce_range": reduce_range}
-            _write_metadata(tmp_int8, _metadata(ckpt, "int8", **source, quantization=quant))
-            onnx.checker.check_model(str(tmp_int8), full_check=True)
-            p_int8 = _sigmoid(_run_logits(_session(tmp_int8), pixels), temperature)
-            report["int8"] = {"path": str(out_path), **quant, "skipped_calibration_images": reader.skipped,
-                              "max_abs_diff_p_vs_fp32": float(np.abs(p_int8 - p_onnx).max()),
-                              "size_mb": round(tmp_int8.stat().st_size / 1e6, 1)}
         report["fp32"]["size_mb"] = round(tmp_fp32.stat().st_size / 1e6, 1)
-        os.replace(tmp_fp32, fp32_path)
-        if quantize:
-            os.replace(tmp_int8, out_path)
-    finally:
-        tmp_fp32.unlink(missing_ok=True)
-        tmp_int8.unlink(missing_ok=True)
+        if not quantize:
+            return report
+
+        reader = ImageCalibrationReader(calibration_data, preprocess, calibration_batch_size)
+        try:
+            _quantize_int8(tmp_fp32, tmp_int8, reader, per_channel, reduce_range)
+        except Exception:
+            if reader.used or len(reader.skipped) < len(reader.paths):
+                raise
+            # else every image was unreadable (ORT says "No data is collected."): said below, in our words
+        if reader.used == 0:
+            raise ValueError(f"none of the {len(reader.paths)} calibration images could be read"
+                             + (f": {reader.skipped[0]}" if reader.skipped else ""))
+        quant = {"method": "static", "format": "QDQ", "calibration": "minmax", "calibration_images": reader.used,
+                 "per_channel": per_channel, "reduce_range": reduce_range}
+        _write_metadata(tmp_int8, _metadata(ckpt, "int8", **source, quantization=quant))
+        onnx.checker.check_model(str(tmp_int8), full_check=True)
+        p_int8 = p_fake(run_logits(session(tmp_int8), pixels), temperature)
+        report["int8"] = {"path": str(out_path), **quant, "skipped_calibration_images": reader.skipped,
+                          "max_abs_diff_p_vs_fp32": float(np.abs(p_int8 - p_onnx).max()),
+                          "size_mb": round(tmp_int8.stat().st_size / 1e6, 1)}
     return report
 
 
-# -- inference -----------------------------------------------------------------------------------------------------
-class OnnxScorer:
-    """An ONNX Runtime session with :class:`fakeface.inference.Scorer`'s interface: (B,3,S,S) uint8 -> (B,) logits."""
-
-    def __init__(self, session, crop_size: int, precision: str):
-        self.session, self.crop_size = session, crop_size
-        self.device, self.precision = torch.device("cpu"), precision
-        self.threads = session.get_session_options().intra_op_num_threads
-
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, self.crop_size, self.crop_size):
-            raise ValueError(f"expected images (B, 3, {self.crop_size}, {self.crop_size}), got {tuple(images.shape)}")
-        if images.shape[0] == 0:
-            return torch.zeros(0)
-        pixels = images.detach().cpu().numpy().astype(np.float32)  # uint8 or float, 0-255
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]).float()
-
-    # Scorer.score_batches only calls self.logits: the same loop serves both runtimes.
-    score_batches = Scorer.score_batches
-
-
-class OnnxDetector(BaseDetector):
-    """An exported .onnx file ready to score, with :class:`fakeface.predict.Detector`'s interface.
-
-    Everything (preprocessing, threshold, temperature, model name) comes from the file's metadata, so
-    ``predict_paths(OnnxDetector("model.onnx"), paths)`` needs nothing else.
-    """
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False):
-        import onnxruntime as ort
-
-        session = _session(path, threads, spinning)  # raises OnnxModelError for missing / corrupt files
-        meta = _decode_metadata(session.get_modelmeta().custom_metadata_map, path)
-        self.checkpoint = {**meta, "path": str(path)}
-        self.preprocess = Preprocess.from_dict(meta["preprocess"])
-        self.threshold, self.temperature = meta["threshold"], meta["temperature"]
-        self.name = meta["model"]["name"]
-        self.scorer = OnnxScorer(session, self.preprocess.crop_size, meta.get("precision", "fp32"))
-        self.runtime = f"onnxruntime {ort.__version__}, {self.scorer.threads} threads"
-
-
-def load_detector(path, device: str = "auto", precision: str = "auto"):
-    """A detector for a checkpoint, a ``.onnx`` file, or a list of them (an :class:`~fakeface.predict.Ensemble`);
-    an ensemble run folder (``members: N`` in training) stands for its members, judged at the threshold fitted
-    on the ensemble's own valid scores when ``fakeface calibrate`` wrote one (``RUN/calibration.json``).
-
-    An :class:`OnnxDetector` for a ``.onnx`` file, a :class:`fakeface.predict.Detector` for anything else.
-    An ONNX model runs on the CPU at the precision it was exported with: ``device`` must be ``auto`` or ``cpu``
-    and ``precision`` ``auto`` or that precision.
-    """
-    given = list(path) if isinstance(path, (list, tuple)) else [path]
-    paths = expand_checkpoints(given)
-    if len(paths) > 1:
-        from .predict import Ensemble
-
-        ensemble = Ensemble([load_detector(p, device, precision) for p in paths])
-        if len(given) == 1:  # one ensemble run: judged at the threshold fitted on its own valid scores
-            ensemble.use_run_calibration(given[0])
-        return ensemble
-    path = paths[0]
-    if Path(path).suffix.lower() != ".onnx":
-        from .predict import Detector
-
-        return Detector(path, device=device, precision=precision)
-    if device not in ("auto", "cpu"):
-        raise ValueError(f"an ONNX model runs on the CPU with ONNX Runtime; got device {device!r}")
-    detector = OnnxDetector(path)
-    if precision not in ("auto", detector.scorer.precision):
-        raise ValueError(f"{path} is a {detector.scorer.precision} model; precision {precision!r} needs another "
-                         "export (fp32 or quantize='int8')")
-    return detector
+def _p_fake_of_export(path: str | os.PathLike, samples: list[Sample], batch_size: int, workers: int) -> tuple:
+    """(P(fake) per sample - NaN where unreadable -, the export's metadata) of an export on labelled samples."""
+    sess = session(path)
+    meta = session_metadata(sess, path)
+    preprocess = Preprocess.from_dict(meta["preprocess"])
+    scorer = OnnxScorer(sess, preprocess.crop_size, meta.get("precision", "fp32"))
+    scores = scorer.score_batches(decoded_batches(FaceDataset(samples, preprocess), batch_size, workers))
+    p = np.full(len(samples), np.nan)
+    p[scores.index] = p_fake(scores.logit, meta["temperature"])
+    return p, meta
 
 
 def compare_on_split(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, paths: Sequence[str | os.PathLike],
@@ -500,26 +376,25 @@ def compare_on_split(fp32_path: str | os.PathLike, int8_path: str | os.PathLike,
     "roc_auc_drop", "agreement", "max_abs_diff_p"}``; ROC-AUC (and its drop) is ``None`` with one class only.
     """
     from .metrics import compute_metrics
-    from .predict import predict_paths
 
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     if not set(labels) <= {0, 1}:
         raise ValueError("labels must be 0 (real) or 1 (fake)")
-    detectors = {"fp32": OnnxDetector(fp32_path), "int8": OnnxDetector(int8_path)}
-    probs = {}
-    for name, det in detectors.items():
-        rows = predict_paths(det, [str(p) for p in paths], batch_size=batch_size, workers=workers)
-        probs[name] = np.array([np.nan if r["p_fake"] is None else r["p_fake"] for r in rows])
+    samples = [Sample(str(p), int(y)) for p, y in zip(paths, labels)]
+    probs, thresholds = {}, {}
+    for name, path in (("fp32", fp32_path), ("int8", int8_path)):
+        probs[name], meta = _p_fake_of_export(path, samples, batch_size, workers or 0)
+        thresholds[name] = meta["threshold"]
     ok = ~(np.isnan(probs["fp32"]) | np.isnan(probs["int8"]))
     if not ok.any():
         raise ValueError(f"none of the {len(paths)} images could be read")
     y = np.asarray(labels)[ok]
     out, pred = {"n": int(ok.sum()), "skipped": int((~ok).sum())}, {}
-    for name, det in detectors.items():
-        m = compute_metrics(y, probs[name][ok], det.threshold)
-        out[name] = {"accuracy": m["accuracy"], "roc_auc": m["roc_auc"], "threshold": det.threshold}
-        pred[name] = probs[name][ok] >= det.threshold
+    for name, threshold in thresholds.items():
+        m = compute_metrics(y, probs[name][ok], threshold)
+        out[name] = {"accuracy": m["accuracy"], "roc_auc": m["roc_auc"], "threshold": threshold}
+        pred[name] = probs[name][ok] >= threshold
     out["accuracy_drop"] = out["fp32"]["accuracy"] - out["int8"]["accuracy"]
     auc32, auc8 = out["fp32"]["roc_auc"], out["int8"]["roc_auc"]
     out["roc_auc_drop"] = None if auc32 is None or auc8 is None else auc32 - auc8
@@ -535,7 +410,7 @@ def check_int8_accuracy(fp32_path: str | os.PathLike, int8_path: str | os.PathLi
 
     Passed when accuracy drops by at most ``max_accuracy_drop`` points (percent). The file's metadata gets
     ``accuracy_guard`` = ``{"passed", "accuracy_drop", "max_accuracy_drop", "roc_auc_drop", "n"}`` (drops in
-    points), which :func:`choose_backend` requires before it picks the int8 model by itself. Returns
+    points), which :func:`fakeface.detector.choose_backend` requires before it picks the int8 model by itself. Returns
     :func:`compare_on_split`'s dict plus ``passed``.
     """
     cmp = compare_on_split(fp32_path, int8_path, paths, labels)
@@ -547,104 +422,127 @@ def check_int8_accuracy(fp32_path: str | os.PathLike, int8_path: str | os.PathLi
     return {**cmp, "passed": passed}
 
 
-# -- choosing a backend --------------------------------------------------------------------------------------------
-BACKENDS = ("auto", "pytorch", "onnx", "onnx-int8")
 
 
-@dataclass(frozen=True)
-class BackendChoice:
-    """What to load (a checkpoint or an export, for :func:`load_detector`), as which backend, and why."""
-
-    path: Path
-    backend: str  # pytorch, onnx or onnx-int8
-    reason: str
-
-
-def exports_beside(checkpoint: str | os.PathLike) -> tuple[list[tuple[Path, dict]], list[str]]:
-    """The ONNX exports of this very checkpoint lying beside it, with their metadata, and why others were passed
-    over. Candidates are ``<stem>.onnx`` and ``<stem>.*.onnx`` (``fakeface export``'s default names) whose
-    recorded SHA-256 is the checkpoint file's: an export older than the checkpoint (retrained, re-calibrated)
-    is stale and ignored.
-    """
+def default_export_path(checkpoint: str | os.PathLike, quantize: str | None = None) -> Path:
+    """Where an export goes when no path is given: beside the checkpoint, where ``predict --backend auto`` looks."""
     ckpt = checkpoint_file(checkpoint)
-    candidates = sorted({*ckpt.parent.glob(f"{ckpt.stem}.onnx"), *ckpt.parent.glob(f"{ckpt.stem}.*.onnx")})
-    if not candidates:
-        return [], []
-    digest = file_sha256(ckpt)
-    found, passed_over = [], []
-    for path in candidates:
-        try:
-            meta = read_metadata(path)
-        except OnnxModelError as e:
-            passed_over.append(f"{path.name}: {e}")
-            continue
-        if meta.get("source_sha256") != digest:
-            passed_over.append(f"{path.name}: not exported from this {ckpt.name} (made before it changed?)")
-        else:
-            found.append((path, meta))
-    return found, passed_over
+    return ckpt.with_name(f"{ckpt.stem}.int8.onnx" if quantize else f"{ckpt.stem}.onnx")
 
 
-def _guard(meta: dict) -> tuple[bool, str]:
-    """(passed, in words) of an int8 export's recorded accuracy guard."""
-    guard = meta.get("accuracy_guard")
-    if not isinstance(guard, dict) or not isinstance(guard.get("accuracy_drop"), (int, float)):
-        return False, "no accuracy guard recorded (fakeface export --calibration-data checks one)"
-    drop, limit = guard.get("accuracy_drop"), guard.get("max_accuracy_drop")
-    words = f"accuracy drop {drop:.2f} points on {guard.get('n')} labelled images, limit {limit}"
-    if guard.get("passed") is True:
-        return True, f"passed its accuracy guard: {words}"
-    return False, f"failed its accuracy guard: {words}"
+def export_beside(checkpoint: str | os.PathLike) -> Path:
+    """Make the fp32 export of a checkpoint beside it (``best.onnx`` for ``best.pt``) and return its path.
 
-
-def choose_backend(checkpoint: str | os.PathLike, backend: str = "auto", device: str = "auto",
-                   precision: str = "auto") -> BackendChoice:
-    """Which model file ``fakeface predict`` runs for ``checkpoint``, and why.
-
-    ``auto`` takes the fastest usable export of the checkpoint beside it (:func:`exports_beside`): int8 if its
-    metadata says it passed its accuracy guard, else fp32 ONNX, else the checkpoint with PyTorch. That order is
-    benchmarks/inference.py's on our 2-core AMX CPU at 160 px, batch 32 (images/s, Inception-ResNet-V1 /
-    EfficientNet-Lite0): ONNX Runtime int8 43 / 117, ONNX Runtime fp32 15.7 / 74, PyTorch bf16 channels_last
-    13.4 / 28.5. ``auto`` keeps PyTorch on a GPU and when a ``precision`` other than ``auto`` is asked for (a
-    PyTorch setting). ``pytorch``, ``onnx`` and ``onnx-int8`` force a backend (an int8 export is then used
-    whatever its guard says); a missing export is a ``ValueError`` naming the command that makes one. Given an
-    ``.onnx`` file, ``auto`` runs it and a forced backend must match it.
+    What ``predict`` and ``serve`` do on a checkpoint's first use on a CPU, so that it runs with ONNX Runtime from
+    then on; checked against PyTorch on the run's validation images where they can be read (seeded noise
+    otherwise) and written atomically, so two processes doing it at once leave one whole file.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    path = Path(checkpoint)
-    if path.suffix.lower() == ".onnx":
-        kind = "onnx-int8" if read_metadata(path).get("precision") == "int8" else "onnx"
-        if backend not in ("auto", kind):
-            raise ValueError(f"{path} is an {kind} export; --backend {backend} needs the checkpoint it came from")
-        return BackendChoice(path, kind, "an ONNX export was given")
-    if backend == "pytorch":
-        return BackendChoice(path, "pytorch", "asked for")
-    if backend == "auto":
-        dev = resolve_device(device)
-        if dev.type != "cpu":
-            return BackendChoice(path, "pytorch", f"the model runs on {dev.type}; ONNX Runtime here is CPU-only")
-        if precision != "auto":
-            return BackendChoice(path, "pytorch", f"precision {precision} was asked for")
-    exports, passed_over = exports_beside(path)
-    by_kind = {"onnx-int8": [], "onnx": []}
-    for p, meta in exports:
-        by_kind["onnx-int8" if meta.get("precision") == "int8" else "onnx"].append((p, meta))
-    if backend != "auto":
-        if not by_kind[backend]:
-            flags = " --quantize int8 --calibration-data DATA" if backend == "onnx-int8" else ""
-            raise ValueError(f"no {backend} export of {checkpoint_file(path)} beside it; make one with "
-                             f"fakeface export --checkpoint {path}{flags}")
-        p, meta = by_kind[backend][0]
-        guard = f", {_guard(meta)[1]}" if backend == "onnx-int8" else ""
-        return BackendChoice(p, backend, f"asked for: {p.name}{guard}")
-    for p, meta in by_kind["onnx-int8"]:
-        passed, words = _guard(meta)
-        if passed:
-            return BackendChoice(p, "onnx-int8", f"{p.name}, int8 export of this checkpoint, {words}")
-        passed_over.append(f"{p.name}: {words}")
-    ignored = f"; passed over {'; '.join(passed_over)}" if passed_over else ""
-    if by_kind["onnx"]:
-        p = by_kind["onnx"][0][0]
-        return BackendChoice(p, "onnx", f"{p.name}, fp32 export of this checkpoint{ignored}")
-    return BackendChoice(path, "pytorch", f"no usable export of {checkpoint_file(path).name} beside it{ignored}")
+    ckpt = load_checkpoint(checkpoint)
+    path = default_export_path(ckpt["path"])
+    export_onnx(ckpt["path"], path, check_images=_run_check_images(ckpt)[0])
+    return path
+
+
+def _sample(samples: list, n: int, seed: int = 0) -> list:
+    """A seeded sample of at most ``n`` of ``samples``, in their order."""
+    if len(samples) <= n:
+        return list(samples)
+    keep = set(random.Random(seed).sample(range(len(samples)), n))
+    return [s for i, s in enumerate(samples) if i in keep]
+
+
+def _run_check_images(ckpt: dict) -> tuple[list[str] | None, str]:
+    """Real images to compare an export with PyTorch on: some of the run's validation split, when it can be
+    found; else (None, why) and the export is checked on seeded noise."""
+    try:
+        samples = validation_samples(ckpt, ckpt.get("data"))
+    except (DataError, OSError, TypeError):
+        return None, "no validation split of the run found"
+    if not samples:
+        return None, "the run's validation split is empty"
+    return [s.path for s in _sample(samples, N_CHECK_IMAGES)], "the run's validation split"
+
+
+def int8_data(calibration_data: str | os.PathLike, n_images: int = 300) -> tuple[list[str], list[Sample], str]:
+    """From a dataset for int8: (calibration images, labelled images for the accuracy guard, the guard split's
+    name). Calibration: a seeded sample of ``n_images`` of its train split (else its first split); the guard
+    needs a valid (or test) split - never the images calibrated on."""
+    index = discover(calibration_data)
+    pool = index.splits.get("train") or next(iter(index.splits.values()))
+    calibration = [s.path for s in random.Random(0).sample(pool, min(n_images, len(pool)))]
+    name = "valid" if index.splits.get("valid") else "test"
+    checked = index.splits.get(name)
+    if not checked:
+        raise ValueError("the calibration data needs a valid (or test) split to check int8 accuracy on")
+    return calibration, checked, name
+
+
+def export_run(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, quantize: str | None = None,
+               calibration_data: str | os.PathLike | None = None, calibration_images: int = 300,
+               max_accuracy_drop: float = 0.5, say: Callable[[str], None] = print,
+               warn: Callable[[str], None] = print) -> list[dict]:
+    """The library side of ``fakeface export``: export a checkpoint, a run folder or each member of an ensemble
+    run (beside its checkpoint unless ``out``), and for int8 run the accuracy guard.
+
+    Each export is compared with PyTorch on real images where there are any: ``calibration_data``'s valid (or
+    test) split, else the run's own validation split; seeded noise otherwise - its report's ``checked_on`` says
+    which. ``say`` gets one line per result as it comes, ``warn`` skipped files. An int8 model that loses more
+    than ``max_accuracy_drop`` accuracy points, or whose accuracy cannot be checked, is removed and
+    :class:`Int8Refused` raised (its fp32 model stays). Returns each export's report (``int8`` reports add
+    ``accuracy_check``: :func:`check_int8_accuracy`'s result).
+    """
+    if quantize not in (None, "int8"):
+        raise ValueError(f"--quantize takes int8, got {quantize!r}")
+    if quantize and calibration_data is None:
+        raise ValueError("--quantize int8 needs --calibration-data PATH (real images, a few hundred)")
+    targets = ensemble_members(checkpoint) or [checkpoint]
+    if len(targets) > 1 and out is not None:
+        raise ValueError(f"{checkpoint} is an ensemble: each member's export goes beside its checkpoint (drop --out)")
+    calibration, checked, split = None, None, None
+    if calibration_data is not None:
+        calibration, checked, split = int8_data(calibration_data, calibration_images)
+    reports = []
+    for target in targets:
+        if checked is not None:
+            check_images = [s.path for s in _sample(checked, N_CHECK_IMAGES)]
+            source = f"the {split} split of {calibration_data}"
+        else:
+            check_images, source = _run_check_images(load_checkpoint(target))
+        path = Path(out) if out is not None else default_export_path(target, quantize)
+        report = export_onnx(target, path, quantize=quantize, calibration_data=calibration, check_images=check_images)
+        report["checked_on"] += f" ({source})" if "noise" in report["checked_on"] else f" of {source}"
+        reports.append(report)
+        say(f"fp32: {report['fp32']['path']}  max |dP| vs PyTorch {report['fp32']['max_abs_diff_p']:.2e} "
+            f"(on {report['checked_on']})")
+        if quantize is None:
+            continue
+        int8 = report["int8"]
+        say(f"int8: {int8['path']}  max |dP| vs fp32 {int8['max_abs_diff_p_vs_fp32']:.3f}")
+        if int8["skipped_calibration_images"]:
+            warn(f"skipped {len(int8['skipped_calibration_images'])} unreadable calibration image(s), "
+                 f"e.g. {int8['skipped_calibration_images'][0]}")
+        report["accuracy_check"] = _guard_int8(report, checked, max_accuracy_drop, say, warn)
+    return reports
+
+
+def _guard_int8(report: dict, checked: list[Sample], max_accuracy_drop: float, say, warn) -> dict:
+    """Run the int8 accuracy guard on an export's report; remove the int8 file unless it passed."""
+    int8_path, fp32_path = Path(report["int8"]["path"]), report["fp32"]["path"]
+    try:
+        cmp = check_int8_accuracy(fp32_path, int8_path, [s.path for s in checked], [s.label for s in checked],
+                                  max_accuracy_drop)
+    except ValueError as e:  # e.g. no image of the split could be read: int8 unchecked, so not kept
+        int8_path.unlink(missing_ok=True)
+        raise ValueError(f"int8 accuracy could not be checked ({e}): int8 model removed; use the fp32 model "
+                         f"{fp32_path}") from None
+    if cmp["skipped"]:
+        warn(f"skipped {cmp['skipped']} unreadable image(s) of the accuracy check")
+    drop = 100 * cmp["accuracy_drop"]
+    auc = fmt(None if cmp["roc_auc_drop"] is None else -cmp["roc_auc_drop"], signed=True)
+    say(f"on {cmp['n']} labelled images: accuracy {cmp['fp32']['accuracy']:.4f} -> {cmp['int8']['accuracy']:.4f} "
+        f"({-drop:+.2f} points), ROC-AUC change {auc}")
+    if not cmp["passed"]:
+        int8_path.unlink(missing_ok=True)
+        raise Int8Refused(f"int8 loses {drop:.2f} accuracy points (> {max_accuracy_drop}): refused and removed; "
+                          f"use the fp32 model {fp32_path}")
+    return cmp

@@ -42,11 +42,11 @@ from .checkpoint import (
     model_from_checkpoint,
     read_ensemble_calibration,
 )
-from .export import file_sha256
-from .export import load_detector as load_other
-from .inference import Scorer
-from .predict import Detector, Ensemble
-from .runtime import resolve_device, resolve_precision
+from .detector import Detector, Ensemble
+from .detector import load_detector as load_other
+from .devices import resolve_device, resolve_precision
+from .files import file_sha256
+from .scoring import Scorer
 
 FOLDER_FORMAT = "fakeface-folder"
 FOLDER_FORMAT_VERSION = 1

@@ -1,15 +1,17 @@
-"""Scoring image files with a trained detector: the library side of ``fakeface predict``.
+"""Scoring image files with a detector (:mod:`fakeface.detector`): the library side of ``fakeface predict``.
 
-:class:`Detector` wraps a checkpoint (model, preprocessing, threshold, temperature); :func:`predict_paths`
-streams any number of files in batches and yields one row per input - scored, or with the reason it could not
-be. Threads decode the next batches while the model scores the current one (:func:`decoded_batches`), and
-nothing holds more than a few batches of decoded images at once.
+:func:`predict_paths` streams any number of files in batches and yields one row per input - scored, or with
+the reason it could not be. Threads decode the next batches while the model scores the current one
+(:func:`decoded_batches`), and nothing holds more than a few batches of decoded images at once.
+:class:`PredictionWriter` writes the rows (JSON lines, a table, CSV) as they come.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
-import warnings
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,153 +19,11 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
 from . import CLASS_NAMES, distributed
-from .checkpoint import (
-    ENSEMBLE_CALIBRATION,
-    calibration_fingerprint,
-    load_checkpoint,
-    model_from_checkpoint,
-    read_ensemble_calibration,
-)
 from .data import UNLABELLED, FaceDataset, Sample, collate, default_workers
+from .detector import Detector  # noqa: F401 - demo.py imports it from here until it imports fakeface.detector
 from .images import DEFAULT_MAX_PIXELS
-from .inference import Scorer
-from .models import parse_tta
-from .runtime import resolve_device, resolve_precision
-
-
-class BaseDetector:
-    """What every backend shares: calibrated probabilities, verdicts and a description.
-
-    Subclasses set ``checkpoint`` (a dict with at least "path"), ``preprocess``, ``threshold``, ``temperature``,
-    ``name`` and ``scorer`` (``.logits((B,3,S,S) uint8) -> (B,)``, ``.device``, ``.precision``).
-    """
-
-    runtime = "pytorch"
-
-    @property
-    def members(self) -> list[BaseDetector]:
-        """The single detectors behind this one: itself, or an ensemble's members."""
-        return [self]
-
-    def p_fake(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Calibrated P(fake) = sigmoid(logit / T)."""
-        logits = np.asarray(logits, dtype=np.float64)
-        return 1.0 / (1.0 + np.exp(-logits / self.temperature))
-
-    def logits_of(self, p_fake) -> np.ndarray:
-        """The raw logits behind calibrated probabilities: the inverse of :meth:`p_fake`."""
-        p = np.clip(np.asarray(p_fake, dtype=np.float64), 1e-12, 1 - 1e-12)
-        return np.log(p / (1 - p)) * self.temperature
-
-    def verdict(self, p: float) -> str:
-        return CLASS_NAMES[int(p >= self.threshold)]
-
-    def predict(self, images: list[Image.Image]) -> np.ndarray:
-        """P(fake) for decoded RGB images, one batch."""
-        batch = torch.stack([self.preprocess.eval_tensor(img) for img in images])
-        return self.p_fake(self.scorer.logits(batch).numpy())
-
-    def describe(self) -> dict:
-        pre = self.preprocess
-        return {"checkpoint": self.checkpoint["path"], "model": self.name, "input size": pre.crop_size,
-                "resize": pre.resize or "native", "normalisation": f"mean {pre.mean}, std {pre.std}",
-                "threshold": self.threshold, "threshold policy": self.checkpoint.get("threshold_policy"),
-                "temperature": self.temperature, "test-time augmentation": self.checkpoint.get("tta") or "none",
-                "trained epochs": self.checkpoint.get("epoch"),
-                "device": str(self.scorer.device), "precision": self.scorer.precision, "runtime": self.runtime}
-
-
-class Detector(BaseDetector):
-    """A checkpoint ready to score: ``Detector("runs/x/best.pt").predict([img])`` -> P(fake) per image."""
-
-    def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", precision: str = "auto",
-                 channels_last: bool = True, tta: str | None = None):
-        self.checkpoint = load_checkpoint(checkpoint)
-        if tta is not None:  # instead of the checkpoint's own test-time augmentation ("none" turns it off)
-            self.checkpoint["tta"] = parse_tta(tta)
-        model, self.preprocess = model_from_checkpoint(self.checkpoint)
-        dev = resolve_device(device)
-        self.name = self.checkpoint["model"]["name"]
-        self.scorer = Scorer(model, self.preprocess, dev, resolve_precision(precision, dev, self.name), channels_last)
-        self.threshold = float(self.checkpoint.get("threshold", 0.5))
-        self.temperature = float(self.checkpoint.get("temperature", 1.0))
-
-    def explain_model(self) -> torch.nn.Module:
-        """A private fp32 CPU copy of the model for Grad-CAM, so that hooks and gradients never touch the
-        copy that serves predictions (possibly from another thread)."""
-        if getattr(self, "_explain_model", None) is None:
-            import copy
-
-            model = copy.deepcopy(self.scorer.model).float().cpu()
-            self._explain_model = model.to(memory_format=torch.contiguous_format).eval()
-        return self._explain_model
-
-
-
-class Ensemble(BaseDetector):
-    """Several detectors judging the same images: P(fake) is the mean of their calibrated probabilities.
-
-    Members may differ in backbone, preprocessing and runtime (checkpoint or ONNX); each scores its own view of
-    the decoded image. The decision threshold is the one fitted on the ensemble's own validation scores when it
-    is an ensemble run's (``fakeface calibrate RUN`` writes ``RUN/calibration.json``; see
-    :meth:`use_run_calibration`), else the mean of the members' (each chosen on validation data by its own
-    policy) - which only approximates their policy: the mean of two thresholds at 1 % FPR need not flag 1 % of
-    real faces once the probabilities are averaged.
-    """
-
-    runtime = "ensemble"
-    temperature = 1.0  # the members' probabilities are already calibrated
-
-    def __init__(self, members: list[BaseDetector]):
-        if len(members) < 2:
-            raise ValueError("an ensemble needs at least two detectors")
-        self._members = list(members)
-        self.threshold = float(np.mean([m.threshold for m in members]))
-        self.name = "ensemble(" + ", ".join(m.name for m in members) + ")"
-        self.preprocess = members[0].preprocess
-        policies = sorted({str(m.checkpoint.get("threshold_policy", "default")) for m in members})
-        self.checkpoint = {"path": " + ".join(str(m.checkpoint["path"]) for m in members),
-                           "threshold_policy": f"mean of the members' thresholds ({', '.join(policies)})"}
-
-    def use_run_calibration(self, run_dir: str | os.PathLike) -> bool:
-        """Judge at the threshold fitted on this ensemble's own validation scores (``run_dir/calibration.json``,
-        written by :func:`fakeface.calibrate.calibrate_ensemble`) when it was fitted on these members as they
-        are now; otherwise keep the mean of theirs, and say why in the policy. True when it was applied."""
-        record = read_ensemble_calibration(run_dir)
-        if record is None:
-            return False
-        if record.get("members") != calibration_fingerprint(self.members):
-            path = Path(run_dir) / ENSEMBLE_CALIBRATION
-            stale = (f"{path} was fitted on members since recalibrated, retrained or set to another test-time "
-                     f"augmentation, so the mean of theirs is used: `fakeface calibrate --checkpoint {run_dir}` "
-                     "refits it")
-            if distributed.is_main():  # under torchrun, said once
-                warnings.warn(stale, stacklevel=2)
-            self.checkpoint["threshold_policy"] += f"; {stale}"
-            return False
-        self.threshold = record["threshold"]
-        self.checkpoint["threshold_policy"] = f"{record['threshold_policy']} (fitted on the ensemble's valid scores)"
-        return True
-
-    @property
-    def members(self) -> list[BaseDetector]:
-        return self._members
-
-    def combine(self, member_p: np.ndarray) -> np.ndarray:
-        """(n_members, n_images) calibrated probabilities -> the ensemble's (n_images,)."""
-        return np.asarray(member_p, dtype=np.float64).mean(axis=0)
-
-    def predict(self, images: list[Image.Image]) -> np.ndarray:
-        return self.combine([m.predict(images) for m in self.members])
-
-    def describe(self) -> dict:
-        return {"ensemble": f"mean of {len(self.members)} calibrated probabilities",
-                "threshold": self.threshold, "threshold policy": self.checkpoint["threshold_policy"],
-                "members": [m.describe() for m in self.members]}
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[str]:
@@ -181,7 +41,7 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[str]:
     return out
 
 
-def predict_paths(detector: Detector, paths: list[str], batch_size: int = 32, workers: int | None = None,
+def predict_paths(detector, paths: list[str], batch_size: int = 32, workers: int | None = None,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS, labels: list[int] | None = None,
                   on_progress=None, transform=None, draft: bool = False) -> Iterator[dict]:
     """Yield ``{"path", "p_fake", "pred", "error", "label"}`` per input, in input order.
@@ -191,7 +51,8 @@ def predict_paths(detector: Detector, paths: list[str], batch_size: int = 32, wo
     ``draft=True`` decodes JPEGs at least twice the model's view at a reduced scale (see
     :func:`fakeface.images.load_image`): faster on large photos, within a grey level or so of the full decode;
     images smaller than that, and any image when ``transform`` is given, are decoded whole as usual.
-    An :class:`Ensemble`'s rows add ``member_p_fake``: each member's calibrated P(fake), in member order.
+    An :class:`~fakeface.detector.Ensemble`'s rows add ``member_p_fake``: each member's calibrated P(fake), in
+    member order.
     """
     if len(detector.members) > 1:
         streams = [predict_paths(m, paths, batch_size, workers, max_pixels, labels, None, transform, draft)
@@ -270,7 +131,7 @@ def predict_distributed(score: Callable[[list[str]], Iterable[dict]], paths: lis
     return None if parts is None else (row for part in parts for row in part)
 
 
-def predict_faces(detector: Detector, paths: list[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,
+def predict_faces(detector, paths: list[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,
                   on_progress=None) -> Iterator[dict]:
     """Like :func:`predict_paths`, for ordinary photos: find the faces of each image and score each one.
 
@@ -293,3 +154,73 @@ def predict_faces(detector: Detector, paths: list[str], max_pixels: int | None =
                    "faces": result["faces"], "faces_found": result["faces_found"]}
         if on_progress is not None:
             on_progress(1)
+
+
+class PredictionWriter:
+    """Where ``fakeface predict``'s rows go as they are scored: JSON lines, or a table (up to ``table_limit``
+    rows; tab-separated lines beyond it, so memory stays flat), and optionally a CSV file written row by row.
+
+    ``faces`` adds the face-detection columns. Counts ``scored`` and ``failed`` rows. Use as a context manager.
+    """
+
+    def __init__(self, json_lines: bool = False, csv_path: str | os.PathLike | None = None, faces: bool = False,
+                 n_rows: int = 0, table_limit: int = 1000, out=None):
+        self.json_lines, self.faces, self.out = json_lines, faces, out if out is not None else sys.stdout
+        self.keys = ("path", "p_fake", "pred", "error") + (("faces_found", "faces") if faces else ())
+        self.table = [] if not json_lines and n_rows <= table_limit else None
+        self.scored = self.failed = 0
+        self._csv_file = self._csv = None
+        if csv_path is not None:
+            Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+            self._csv_file = open(csv_path, "w", newline="")  # noqa: SIM115 - closed in close(), streamed
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=list(self.keys), extrasaction="ignore")
+            self._csv.writeheader()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(print_table=exc[0] is None)
+
+    def write(self, row: dict) -> None:
+        self.scored += row["error"] is None
+        self.failed += row["error"] is not None
+        if self._csv is not None:
+            self._csv.writerow({**row, "faces": json.dumps(row.get("faces"))})
+        if self.json_lines:
+            print(json.dumps({k: row.get(k) for k in self.keys}), file=self.out, flush=True)
+        elif self.table is not None:
+            self.table.append(row)
+        else:
+            p = "-" if row["p_fake"] is None else f"{row['p_fake']:.4f}"
+            print(f"{row['path']}\t{p}\t{row['pred'] or 'error: ' + row['error']}", file=self.out)
+
+    def close(self, print_table: bool = True) -> None:
+        if self._csv_file is not None:
+            self._csv_file.close()
+            self._csv_file = self._csv = None
+        if print_table and self.table is not None:
+            print_table_of(self.table, self.faces, self.out)
+            self.table = None
+
+
+def print_table_of(rows: list[dict], faces: bool = False, out=None) -> None:
+    """Prediction rows as a rich table: path, P(fake), verdict (coloured) and, with ``faces``, faces found."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("path", overflow="fold")
+    table.add_column("P(fake)", justify="right")
+    table.add_column("verdict")
+    if faces:
+        table.add_column("faces", justify="right")
+    for r in rows:
+        extra = [str(r["faces_found"]) if r.get("faces_found") else "none: whole image"] if faces else []
+        if r["error"] is not None:
+            table.add_row(escape(r["path"]), "-", f"[yellow]error: {escape(r['error'])}[/]", *([""] if faces else []))
+        else:
+            style = "red" if r["pred"] == "fake" else "green"
+            table.add_row(escape(r["path"]), f"{r['p_fake']:.4f}", f"[{style}]{r['pred']}[/]", *extra)
+    Console(file=out, width=max(100, Console().width)).print(table)

@@ -2,8 +2,8 @@
 
 A :class:`Preprocess` says how a decoded RGB image becomes the model's input: resize, crop, normalise.
 Training, evaluation, prediction, the server and the ONNX export all rebuild it from the checkpoint
-(``Preprocess.from_dict(ckpt["preprocess"])``), so they can never disagree - the seed repo's worst bug was
-training and prediction normalising differently.
+(``Preprocess.from_dict(ckpt["preprocess"])``), so they can never disagree: a model normalised one way in
+training and another in prediction scores wrongly without any error.
 
 Images travel as uint8 tensors (B, 3, H, W) on 0-255 pixels - 4x less memory between loader workers and the
 model - and :class:`Normalize` turns them into model input on the compute device.
@@ -152,7 +152,7 @@ def to_uint8_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
     """PIL RGB or (H, W, 3) uint8 pixels -> (3, H, W) uint8 tensor.
 
     The transpose is numpy's, on this thread: torch's copy would start an OpenMP team in whatever thread calls it
-    (a decoding thread beside the model's threads), and on a busy 2-core machine that took 12 ms instead of 0.2.
+    (a decoding thread beside the model's threads), which competes with the model's own team for the cores.
     """
     return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
 

@@ -21,7 +21,6 @@ import mimetypes
 import numbers
 import os
 import shlex
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from itertools import zip_longest
@@ -39,6 +38,7 @@ from sklearn.metrics import (
 )
 
 from fakeface import CLASS_NAMES, FAKE, REAL, __version__
+from fakeface.files import write_text_atomic
 from fakeface.images import ImageLoadError, load_image
 from fakeface.metrics import LABELS, check_scores, expected_calibration_error, reliability_curve
 
@@ -95,21 +95,19 @@ HEADLINE = {
 # --------------------------------------------------------------------------------------------------- files
 
 
-def _atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` it: readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name in the same folder (os.replace must not cross file systems); plain open() so the file gets
-    # the usual umask permissions (tempfile.mkstemp would make it owner-only).
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+# the columns of a run's log.csv, one row per epoch
+LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr", "seconds",
+               "images_per_s")
+
+
+def write_epoch_log(path: str | os.PathLike, history: list[dict]) -> Path:
+    """A run's per-epoch history as ``log.csv`` (empty cells for metrics not computed), written atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in LOG_COLUMNS})
+    return write_text_atomic(path, buf.getvalue())
 
 
 def _parse_cell(value: str | None) -> float | str | None:
@@ -195,7 +193,7 @@ def write_predictions(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
             raise ValueError(f"{where}: pred is empty")
         label = _class_name(row.get("label"), "label", where)
         writer.writerow([str(row["path"]), label or "", repr(float(row["p_fake"])), pred])
-    return _atomic_write_text(path, buf.getvalue())
+    return write_text_atomic(path, buf.getvalue())
 
 
 def _labelled(rows: Iterable[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -692,7 +690,7 @@ def write_report(
 </body>
 </html>
 """
-    return _atomic_write_text(Path(out_dir) / "report.html", page)
+    return write_text_atomic(Path(out_dir) / "report.html", page)
 
 
 def redraw_run(run_dir: str | os.PathLike) -> list[Path]:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hmac
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -32,12 +34,14 @@ import torch
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .detector import Detector, load_detector
 from .explain import explain_image, png_bytes
-from .faces import FaceDetector, crop_face
+from .faces import FaceDetector, analyse, crop_face
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 log = logging.getLogger("fakeface.serve")
@@ -55,6 +59,7 @@ class ServeConfig:
     max_wait_ms: float = 20.0
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "auto"  # as predict --backend
 
 
 MULTIPART_OVERHEAD = 64 * 1024  # a request's body may exceed the upload limit by this much (boundaries, headers)
@@ -120,6 +125,72 @@ class MicroBatcher:
                         future.set_exception(e)
 
 
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable error code, e.g. upload_too_large")
+    message: str = Field(description="What went wrong, in words")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class FaceResult(BaseModel):
+    box: list[int] = Field(description="The face box (x0, y0, x1, y1) in image pixels; the whole image if no face")
+    p_fake: float = Field(description="Calibrated probability that the face is generated")
+    verdict: str = Field(description="fake or real, at the detector's threshold")
+    whole_image: bool = Field(description="True when the whole image was scored as one face crop")
+    heatmap_png_base64: str | None = Field(None, description="Grad-CAM heatmap (PNG, base64), with explain=true")
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class PredictResponse(BaseModel):
+    verdict: str = Field(description="The image's verdict: its most suspicious face's")
+    p_fake: float = Field(description="The most suspicious face's calibrated P(fake)")
+    threshold: float
+    faces: list[FaceResult]
+    faces_found: int
+    face_detection: str
+    image: ImageSize
+    timing_ms: dict[str, float]
+    model: str
+
+
+class ModelPreprocess(BaseModel):
+    input_size: int = Field(description="Side of the square crop the model scores, in pixels")
+    training_crop_size: int = Field(description="Side of the square crops it was trained on")
+    resize: int | None = Field(description="Shorter side before cropping; null: native resolution")
+    mean: list[float]
+    std: list[float]
+
+
+class ModelInfo(BaseModel):
+    architecture: str
+    input_size: int = Field(description="Side of the square crop the model scores (= preprocess.input_size)")
+    preprocess: ModelPreprocess
+    threshold: float
+    threshold_policy: str
+    temperature: float
+    backend: str = Field(description="pytorch, onnx or onnx-int8 (an ensemble: its members', comma-separated)")
+    calibration: dict | None
+    training: dict
+    members: list[dict] | None
+    version: str
+    max_upload_bytes: int
+    positive_class: str
+
+
+ERRORS = {status: {"model": ErrorResponse, "description": what} for status, what in (
+    (400, "Empty or unreadable image, or more than one file"),
+    (401, "Missing or wrong API key (when the server has one)"),
+    (413, "Upload or image too large"),
+    (415, "Not an image in a readable format"),
+    (422, "Invalid request (no `file` field, bad query value, heatmap unavailable)"),
+)}
+
 _explain_lock = threading.Lock()
 
 
@@ -129,7 +200,8 @@ def explain_locked(detector, img):
         return explain_image(detector, img)
 
 
-def _headline(ckpt: dict) -> dict:
+def _best_epoch_metrics(ckpt: dict) -> dict:
+    """The validation metrics of the epoch a checkpoint was selected at (empty for an export or an ensemble)."""
     history = ckpt.get("history") or []
     best = next((r for r in history if r.get("epoch") == ckpt.get("best_epoch")), history[-1] if history else None)
     if not best:
@@ -137,179 +209,244 @@ def _headline(ckpt: dict) -> dict:
     return {k: best.get(k) for k in ("epoch", "val_loss", "val_acc", "val_auc")}
 
 
-def create_app(config: ServeConfig, detector=None) -> FastAPI:
-    """The API and web page for one checkpoint; ``detector``: the one :func:`~fakeface.export.load_detector`
-    already loaded from it (else it is loaded when the app starts)."""
-    from .export import load_detector
+# -- the handlers: the app's state is on request.app.state (config, detector, batchers, faces) -------------------
+async def on_api_error(request: Request, exc: ApiError):
+    return error_response(exc.status, exc.code, exc.message)
 
-    state: dict = {}
+
+async def on_validation_error(request: Request, exc: RequestValidationError):
+    first = exc.errors()[0] if exc.errors() else {}
+    if tuple(first.get("loc", ())) == ("body", "file"):  # missing, a text field, or not multipart at all
+        return error_response(422, "invalid_request", "send one image as the file field `file` of a "
+                              "multipart/form-data body (curl -F file=@face.jpg)")
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+
+
+async def on_http_error(request: Request, exc: StarletteHTTPException):
+    limit = request.app.state.config.max_upload_bytes
+    if exc.status_code == 413:  # FastAPI's body limit, counting a body sent without a length
+        return error_response(413, "upload_too_large", f"upload exceeds the limit of {limit:,} bytes")
+    if exc.status_code == 400 and "Too many files" in str(exc.detail):
+        return error_response(400, "one_file_per_request", "send one image per request (one `file` field)")
+    response = error_response(exc.status_code, "http_error", str(exc.detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:  # GET and HEAD are separate routes (one operation id each): allow both
+        methods = {m for r in request.app.routes if getattr(r, "path", None) == request.url.path
+                   for m in getattr(r, "methods", None) or ()}
+        response.headers["Allow"] = ", ".join(sorted(methods))
+    return response
+
+
+async def on_internal_error(request: Request, exc: Exception):  # logged with its traceback by uvicorn
+    return error_response(500, "internal_error", f"the server failed on this request ({type(exc).__name__}); "
+                          "it is logged")
+
+
+async def check_key_and_length(request: Request, call_next):
+    """On /v1/*: the API key when the server has one, and a declared body length within the upload limit
+    (answered before reading any of the body)."""
+    config = request.app.state.config
+    if request.url.path.startswith("/v1/"):
+        if config.api_key is not None:
+            header = request.headers.get("authorization", "")
+            token = header[7:] if header.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(token.encode(), config.api_key.encode()):
+                return error_response(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > config.max_upload_bytes + MULTIPART_OVERHEAD:
+            return error_response(413, "upload_too_large",
+                                  f"upload is {int(length):,} bytes; the limit is {config.max_upload_bytes:,}")
+    return await call_next(request)
+
+
+async def healthz(request: Request) -> dict:
+    return {"status": "ok" if getattr(request.app.state, "detector", None) is not None else "starting"}
+
+
+async def model_info(request: Request) -> ModelInfo:
+    state = request.app.state
+    detector, config = state.detector, state.config
+    pre = detector.preprocess
+    return ModelInfo(
+        architecture=detector.name, input_size=pre.crop_size,
+        preprocess=ModelPreprocess(input_size=pre.crop_size, training_crop_size=pre.input_size, resize=pre.resize,
+                                   mean=list(pre.mean), std=list(pre.std)),
+        threshold=detector.threshold, threshold_policy=detector.threshold_policy, temperature=detector.temperature,
+        backend=", ".join(m.backend_choice.backend if m.backend_choice else "pytorch" for m in detector.members),
+        calibration=detector.checkpoint.get("calibration"), training=_best_epoch_metrics(detector.checkpoint),
+        members=[{"architecture": m.name, "checkpoint": Path(str(m.checkpoint["path"])).name,
+                  "threshold": m.threshold} for m in detector.members] if len(detector.members) > 1 else None,
+        version=__version__, max_upload_bytes=config.max_upload_bytes, positive_class="fake")
+
+
+class _BatchedDetector:
+    """The served detector seen through the micro-batchers, for :func:`fakeface.faces.analyse` in a worker
+    thread: each member's crops go to its batcher on the event loop, so concurrent requests share model calls."""
+
+    def __init__(self, detector, batchers, loop: asyncio.AbstractEventLoop):
+        self.detector, self.batchers, self.loop = detector, batchers, loop
+        self.verdict = detector.verdict
+
+    def predict(self, crops) -> np.ndarray:
+        member_p = []
+        for member, batcher in zip(self.detector.members, self.batchers):
+            futures = [asyncio.run_coroutine_threadsafe(batcher.submit(member.preprocess.eval_tensor(c)), self.loop)
+                       for c in crops]
+            member_p.append(member.p_fake(np.array([f.result() for f in futures])))
+        return member_p[0] if len(member_p) == 1 else self.detector.combine(np.array(member_p))
+
+
+class _RecordingFaceDetector:
+    """A face detector that keeps what it found, so a heatmap can be drawn on each face's own crop."""
+
+    def __init__(self, face_detector: FaceDetector | None):
+        self.face_detector, self.faces = face_detector, []
+
+    def detect(self, img):
+        self.faces = self.face_detector.detect(img)
+        return self.faces
+
+
+def _decode_error(e: ImageLoadError) -> ApiError:
+    reason = str(e)
+    if reason.startswith("not an image"):
+        return ApiError(415, "not_an_image", "the upload is not an image in a format we can read")
+    if reason.startswith("image too large"):
+        return ApiError(413, "image_too_large", reason)
+    return ApiError(400, "unreadable_image", reason)
+
+
+async def predict(request: Request,
+                  file: UploadFile = File(..., description="An image (JPEG, PNG, WebP, ...)"),
+                  detect_faces: bool = Query(False, description="Find faces and score each (for ordinary photos; "
+                                             "already-cropped faces need not)"),
+                  explain: bool = Query(False, description="Add a Grad-CAM heatmap (PNG, base64) per face")):
+    t0 = time.perf_counter()
+    state = request.app.state
+    config, detector = state.config, state.detector
+    data = await file.read(config.max_upload_bytes + 1)
+    if len(data) > config.max_upload_bytes:
+        raise ApiError(413, "upload_too_large", f"upload exceeds the limit of {config.max_upload_bytes:,} bytes")
+    if not data:
+        raise ApiError(400, "empty_upload", "the uploaded file is empty")
+    try:
+        img = await run_in_threadpool(load_image, data, config.max_pixels)
+    except ImageLoadError as e:
+        raise _decode_error(e) from None
+    explainer = state.explainer() if explain else None
+    if explain and explainer is None:
+        raise ApiError(422, "explain_unavailable", "heatmaps need a single PyTorch checkpoint, not an ONNX model "
+                       "or an ensemble")
+    if config.keep_uploads:
+        keep = Path(config.keep_uploads)
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / f"{uuid.uuid4().hex}.bin").write_bytes(data)
+    decoded = time.perf_counter()
+    faces = _RecordingFaceDetector(state.faces) if detect_faces else None
+    batched = _BatchedDetector(detector, state.batchers, asyncio.get_running_loop())
+    result = await run_in_threadpool(analyse, batched, img, faces)
+    rows = [{k: row[k] for k in ("box", "p_fake", "verdict", "whole_image")} for row in result["faces"]]
+    if explain:
+        crops = [crop_face(img, f) for f in faces.faces] if faces and faces.faces else [img]
+        for row, crop in zip(rows, crops):
+            heat, _ = await run_in_threadpool(explain_locked, explainer, crop)
+            row["heatmap_png_base64"] = base64.b64encode(png_bytes(heat)).decode("ascii")
+    done = time.perf_counter()
+    found = result["faces_found"]
+    if not detect_faces:
+        note = "off: the whole image was scored as one face crop"
+    elif found:
+        note = f"{found} face(s) found; the image verdict is the most suspicious face's"
+    else:
+        note = "no face found: the whole image was scored instead"
+    return {
+        "verdict": result["verdict"], "p_fake": result["p_fake"], "threshold": detector.threshold, "faces": rows,
+        "faces_found": found, "face_detection": note, "image": {"width": img.width, "height": img.height},
+        "timing_ms": {"decode": round((decoded - t0) * 1000, 2), "total": round((done - t0) * 1000, 2)},
+        "model": detector.name,
+    }
+
+
+async def index() -> str:
+    return resources.files("fakeface").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def load_served_detector(config: ServeConfig):
+    """The detector ``serve`` runs: chosen as ``predict --backend auto`` chooses (an export of a checkpoint made
+    and kept on first use on a CPU), at the run's threshold."""
+    return load_detector(config.checkpoint, config.backend, config.device, config.precision, make_export=True)
+
+
+def _explainer(app: FastAPI, config: ServeConfig):
+    """A function giving the PyTorch detector heatmaps are drawn with, loaded on the first request that asks:
+    the served one when it is PyTorch, else its checkpoint's; None for an ensemble or an ONNX file."""
+    cache: list = []
+
+    def get():
+        if not cache:
+            detector = app.state.detector
+            if hasattr(detector, "explain_model"):
+                cache.append(detector)
+            else:
+                choice = detector.backend_choice
+                given = [config.checkpoint] if isinstance(config.checkpoint, str) else list(config.checkpoint)
+                single = len(detector.members) == 1 and len(given) == 1 and choice is not None
+                source = Path(given[0]) if single else None
+                cache.append(Detector(source, device="cpu", precision="fp32")
+                             if source is not None and source.suffix.lower() != ".onnx" else None)
+        return cache[0]
+
+    return get
+
+
+def create_app(config: ServeConfig, detector=None) -> FastAPI:
+    """The API and web page; ``detector``: the one :func:`load_served_detector` already loaded for
+    ``config`` (else it is loaded when the app starts)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        nonlocal detector
-        if detector is None:
-            detector = load_detector(config.checkpoint, device=config.device, precision=config.precision)
-        state["faces"] = FaceDetector()
+        state = app.state
+        state.detector = detector if detector is not None else load_served_detector(config)
+        state.faces = FaceDetector()
         # one micro-batcher per model: an ensemble's members batch (and may preprocess) independently
-        batchers = [MicroBatcher(m.scorer.logits, config.max_batch, config.max_wait_ms) for m in detector.members]
-        for b in batchers:
+        state.batchers = [MicroBatcher(m.scorer.logits, config.max_batch, config.max_wait_ms)
+                          for m in state.detector.members]
+        for b in state.batchers:
             b.start()
-        state.update(detector=detector, batchers=batchers)
-        app.state.batcher = batchers[0]  # visible to tests and metrics
-        log.info("serving %s (%s)", config.checkpoint, detector.name)
+        state.batcher = state.batchers[0]  # visible to tests and metrics
+        state.explainer = _explainer(app, config)
+        log.info("serving %s (%s)", config.checkpoint, state.detector.name)
         yield
-        for b in batchers:
+        for b in state.batchers:
             await b.stop()
-        state.clear()
+        state.detector = None
 
-    body_limit = config.max_upload_bytes + MULTIPART_OVERHEAD
     app = FastAPI(title="fakeface", version=__version__, lifespan=lifespan,
                   description="Tells real face photos from generated (GAN / deepfake) ones. "
                               "Fake is the positive class: P(fake) = probability the image is generated.")
+    app.state.config, app.state.detector = config, None
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        if tuple(first.get("loc", ())) == ("body", "file"):  # missing, a text field, or not multipart at all
-            return error_response(422, "invalid_request", "send one image as the file field `file` of a "
-                                  "multipart/form-data body (curl -F file=@face.jpg)")
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        if exc.status_code == 413:  # FastAPI's body limit, counting a body sent without a length
-            return error_response(413, "upload_too_large",
-                                  f"upload exceeds the limit of {config.max_upload_bytes:,} bytes")
-        if exc.status_code == 400 and "Too many files" in str(exc.detail):
-            return error_response(400, "one_file_per_request", "send one image per request (one `file` field)")
-        response = error_response(exc.status_code, "http_error", str(exc.detail))
-        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
-        return response
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception):  # logged with its traceback by uvicorn
-        return error_response(500, "internal_error", f"the server failed on this request ({type(exc).__name__}); "
-                              "it is logged")
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if request.url.path.startswith("/v1/"):
-            if config.api_key is not None:
-                header = request.headers.get("authorization", "")
-                token = header[7:] if header.lower().startswith("bearer ") else ""
-                if not hmac.compare_digest(token.encode(), config.api_key.encode()):
-                    return error_response(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
-            length = request.headers.get("content-length")  # said up front: answered before reading any of it
-            if length is not None and length.isdigit() and int(length) > body_limit:
-                return error_response(413, "upload_too_large",
-                                      f"upload is {int(length):,} bytes; the limit is {config.max_upload_bytes:,}")
-        return await call_next(request)
-
-    @app.api_route("/healthz", methods=["GET", "HEAD"])
-    async def healthz():
-        return {"status": "ok" if "detector" in state else "starting"}
-
-    @app.api_route("/v1/model", methods=["GET", "HEAD"])
-    async def model_info():
-        detector = state["detector"]
-        ckpt = detector.checkpoint
-        return {
-            "architecture": detector.name,
-            "input_size": detector.preprocess.crop_size,
-            "preprocess": detector.preprocess.to_dict(),
-            "threshold": detector.threshold,
-            "threshold_policy": ckpt.get("threshold_policy", "default"),
-            "temperature": detector.temperature,
-            "calibration": ckpt.get("calibration"),
-            "training": _headline(ckpt),
-            "members": [{"architecture": m.name, "checkpoint": Path(str(m.checkpoint["path"])).name,
-                         "threshold": m.threshold} for m in detector.members] if len(detector.members) > 1 else None,
-            "version": __version__,
-            "max_upload_bytes": config.max_upload_bytes,
-            "positive_class": "fake",
-        }
-
-    # the route's own body limit counts a body sent without a length; one declared too long the guard answers
-    # first (FastAPI's app-wide limit would replace the JSON error with plain text)
-    @app.post("/v1/predict", max_body_size=body_limit, form_limits={"max_files": 1})
-    async def predict(file: UploadFile = File(..., description="An image (JPEG, PNG, WebP, ...)"),
-                      detect_faces: bool = Query(False, description="Find faces and score each (for ordinary "
-                                                 "photos; already-cropped faces need not)"),
-                      explain: bool = Query(False, description="Add a Grad-CAM heatmap (PNG, base64) per face")):
-        t0 = time.perf_counter()
-        detector, batchers = state["detector"], state["batchers"]
-        data = await file.read(config.max_upload_bytes + 1)
-        if len(data) > config.max_upload_bytes:
-            raise ApiError(413, "upload_too_large", f"upload exceeds the limit of {config.max_upload_bytes:,} bytes")
-        if not data:
-            raise ApiError(400, "empty_upload", "the uploaded file is empty")
-        try:
-            img = await run_in_threadpool(load_image, data, config.max_pixels)
-        except ImageLoadError as e:
-            reason = str(e)
-            if reason.startswith("not an image"):
-                raise ApiError(415, "not_an_image", "the upload is not an image in a format we can read") from None
-            if reason.startswith("image too large"):
-                raise ApiError(413, "image_too_large", reason) from None
-            raise ApiError(400, "unreadable_image", reason) from None
-        if explain and not hasattr(detector, "explain_model"):
-            raise ApiError(422, "explain_unavailable",
-                           "heatmaps need a single PyTorch checkpoint, not an ONNX model or an ensemble")
-        if config.keep_uploads:
-            keep = Path(config.keep_uploads)
-            keep.mkdir(parents=True, exist_ok=True)
-            (keep / f"{uuid.uuid4().hex}.bin").write_bytes(data)
-        decoded = time.perf_counter()
-        faces = await run_in_threadpool(state["faces"].detect, img) if detect_faces else []
-        crops = [crop_face(img, f) for f in faces] or [img]
-        member_p = []
-        for member, batcher in zip(detector.members, batchers):
-            tensors = [await run_in_threadpool(member.preprocess.eval_tensor, c) for c in crops]
-            logits = await asyncio.gather(*(batcher.submit(t) for t in tensors))
-            member_p.append(member.p_fake(np.array(logits)))
-        probs = member_p[0] if len(member_p) == 1 else detector.combine(np.array(member_p))
-        rows = []
-        for i, p in enumerate(probs.tolist()):
-            box = list(faces[i].box) if faces else [0, 0, img.width, img.height]
-            row = {"box": box, "p_fake": p, "verdict": detector.verdict(p), "whole_image": not faces}
-            if explain:
-                heat, _ = await run_in_threadpool(explain_locked, detector, crops[i])
-                row["heatmap_png_base64"] = base64.b64encode(png_bytes(heat)).decode("ascii")
-            rows.append(row)
-        top = max(rows, key=lambda r: r["p_fake"])
-        done = time.perf_counter()
-        if not detect_faces:
-            note = "off: the whole image was scored as one face crop"
-        elif faces:
-            note = f"{len(faces)} face(s) found; the image verdict is the most suspicious face's"
-        else:
-            note = "no face found: the whole image was scored instead"
-        return {
-            "verdict": top["verdict"],
-            "p_fake": top["p_fake"],
-            "threshold": detector.threshold,
-            "faces": rows,
-            "faces_found": len(faces),
-            "face_detection": note,
-            "image": {"width": img.width, "height": img.height},
-            "timing_ms": {"decode": round((decoded - t0) * 1000, 2), "total": round((done - t0) * 1000, 2)},
-            "model": detector.name,
-        }
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index():
-        return resources.files("fakeface").joinpath("static/index.html").read_text(encoding="utf-8")
-
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_internal_error)
+    app.middleware("http")(check_key_and_length)
+    # GET in the schema; HEAD answered too, outside it, so that each operation id is used once
+    for path, handler, model in (("/healthz", healthz, None), ("/v1/model", model_info, ModelInfo)):
+        app.add_api_route(path, handler, methods=["GET"], response_model=model,
+                          responses={401: ERRORS[401]} if path.startswith("/v1/") else None)
+        app.add_api_route(path, handler, methods=["HEAD"], include_in_schema=False)
+    # the route's own body limit counts a body sent without a length; one declared too long the middleware
+    # answers first (FastAPI's app-wide limit would replace the JSON error with plain text)
+    app.add_api_route("/v1/predict", predict, methods=["POST"], response_model=PredictResponse, responses=ERRORS,
+                      response_model_exclude_none=True,  # heatmaps only when asked for
+                      max_body_size=config.max_upload_bytes + MULTIPART_OVERHEAD, form_limits={"max_files": 1})
+    app.add_api_route("/", index, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
     return app
 
 
@@ -322,6 +459,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """ValueError when ``host:port`` cannot be bound (another server on it), as uvicorn would bind it."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ValueError(f"port {port} on {host} is already in use: stop what runs there or choose "
+                                 "another --port") from None
+            raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecure: bool = False) -> None:
@@ -338,8 +491,11 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecu
     for path in [config.checkpoint] if isinstance(config.checkpoint, str) else config.checkpoint:
         if not Path(path).exists():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-    from .export import load_detector
-
-    detector = load_detector(config.checkpoint, device=config.device, precision=config.precision)  # errors: here
+    _check_port_free(host, port)  # before loading: uvicorn would print its start-up lines, then fail
+    detector = load_served_detector(config)  # a bad checkpoint is one line here, not a failed start-up
+    for member in detector.members:
+        choice = member.backend_choice
+        if choice is not None and (choice.notable or config.backend != "auto"):
+            print(f"backend: {choice.backend} ({choice.reason})", file=sys.stderr, flush=True)
     uvicorn.run(create_app(config, detector), host=host, port=port,
                 log_level=os.environ.get("FAKEFACE_LOG_LEVEL", "info"))

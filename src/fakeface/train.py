@@ -16,7 +16,6 @@ rank 0 alone writes the run folder.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -58,16 +57,17 @@ from .data import (
     split_off_validation,
     write_split_csv,
 )
+from .devices import autocast, grad_scaler, resolve_device, resolve_precision
+from .files import atomic_path
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-from .inference import Scorer, Scores
 from .models import create_model, default_preprocess, get_entry, load_trunk_weights, parse_tta, pretrained_weights
 from .preprocess import Normalize, Preprocess
-from .runtime import autocast, grad_scaler, resolve_device, resolve_precision
+from .progress import Progress
+from .report import write_epoch_log
+from .scoring import Scorer, Scores
 
 log = logging.getLogger("fakeface")
 
-LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr", "seconds",
-               "images_per_s")
 MONITORS = {"val_auc": max, "val_acc": max, "val_loss": min}
 ENSEMBLE_CONFIG = "ensemble.yaml"  # an ensemble run's own config, beside its member folders
 
@@ -292,37 +292,6 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 # -- the run --------------------------------------------------------------------------------------------------
-class Progress:
-    """A rich progress bar on a terminal; plain lines every ``every`` batches otherwise (logs, CI)."""
-
-    def __init__(self, total: int, desc: str, every: int, enabled: bool = True):
-        self.total, self.desc, self.every, self.n, self.batches = total, desc, max(1, every), 0, 0
-        self.enabled = enabled
-        self.start = time.perf_counter()
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
-            self.task = self.bar.add_task(desc, total=total, info="")
-            self.bar.start()
-
-    def update(self, n: int, info: str) -> None:
-        self.n += n
-        self.batches += 1
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n, info=info)
-        elif self.enabled and (self.batches % self.every == 0 or self.n >= self.total):
-            elapsed = time.perf_counter() - self.start
-            eta = elapsed / max(self.n, 1) * (self.total - self.n)
-            print(f"{self.desc} {self.n}/{self.total} {info} eta {eta:.0f}s", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _subset(samples, limit, seed):
     if limit is None or limit >= len(samples):
         return samples
@@ -412,16 +381,6 @@ def _setup_logging(run_dir: Path, main: bool = True) -> logging.Handler | None:
     return handler
 
 
-def write_epoch_log(path: Path, history: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for row in history:
-            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in LOG_COLUMNS})
-    os.replace(tmp, path)
-
-
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or, with ``resume``, continue) the run in ``cfg.out``. Returns the run folder.
 
@@ -473,13 +432,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 log.info("best.pt scores with %s test-time augmentation", cfg.tta)
         if main and cfg.export == "auto":
             export_beside(best_path, data)
-        if cfg.init:
-            from .evaluate import fine_tune_report
-
-            report = fine_tune_report(cfg.init, run_dir / "best.pt", cfg.old_data, cfg.data, run_dir / "fine_tune.json",
-                                      workers=cfg.workers)
-            for row in report["rows"]:
-                log.info("fine-tuning, %s: %s", row["split"], row["summary"])
         return run_dir
     finally:
         if handler is not None:
@@ -495,7 +447,8 @@ def export_beside(best_path: Path, data: RunData) -> None:
     """The ONNX export of ``best_path`` beside it, int8 where its accuracy guard passes on the validation images
     (fp32 beside it either way), so that ``predict`` and ``serve`` are fast without an export step. Skipped when
     an export of this very file is already there; a failure is a warning, never a failed training."""
-    from .export import check_int8_accuracy, export_onnx, exports_beside
+    from .detector import exports_beside
+    from .export import check_int8_accuracy, export_onnx
 
     try:
         if exports_beside(best_path)[0]:
@@ -551,9 +504,8 @@ def train_members(cfg: TrainConfig, resume: bool = False) -> Path:
         split = run_dir / "member0" / "split.csv"
         if k and split.is_file() and not (member_dir / "last.pt").exists():
             member_dir.mkdir(exist_ok=True)  # every process copies (atomically): none may look before it is there
-            tmp = member_dir / f".split.csv.{os.getpid()}"
-            shutil.copyfile(split, tmp)
-            os.replace(tmp, member_dir / "split.csv")
+            with atomic_path(member_dir / "split.csv") as tmp:
+                shutil.copyfile(split, tmp)
         member = replace(cfg, out=str(member_dir), seed=cfg.seed * cfg.members + k, members=1)
         print(f"ensemble member {k + 1} of {cfg.members}: {member_dir} (seed {member.seed})", file=sys.stderr,
               flush=True)
@@ -634,11 +586,11 @@ class RunParts:
 
 def _train(cfg: TrainConfig, run_dir: Path, state: dict | None, device: torch.device) -> RunData:
     """One run, top to bottom: its data, its model, what it resumes from, then its epochs."""
-    precision = resolve_precision(cfg.precision, device, cfg.model)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     data = load_run_data(cfg, run_dir)
     model, preprocess = build_model(cfg, state, device)
+    precision = resolve_precision(cfg.precision, device, cfg.model)  # of the model trained: --init may replace it
     parts = make_run_parts(cfg, data, model, preprocess, precision, state, device)
     if state is not None:
         restore(parts, state, run_dir, cfg)
@@ -848,7 +800,8 @@ def _one_epoch(cfg: TrainConfig, parts: RunParts, epoch: int, device: torch.devi
     t0 = time.perf_counter()
     tr = train_one_epoch(parts.model, parts.train_loader, parts.criterion, parts.optimizer, parts.scheduler,
                          parts.scaler, device, parts.precision, cfg, epoch, parts.preprocess, parts.ema,
-                         batch_augment=parts.batch_augment, distiller=parts.distiller)
+                         batch_augment=parts.batch_augment, distiller=parts.distiller,
+                         validation_images=len(parts.valid_loader.dataset))
     va = validate(parts.kept, parts.valid_loader, parts.criterion, device, parts.precision, cfg, parts.preprocess)
     for ds, fails in ((parts.train_ds, tr.pop("failed")), (parts.valid_ds, va.pop("failed"))):
         for idx, reason in fails:
@@ -921,13 +874,15 @@ def _repair_best(run_dir: Path, state: dict) -> None:
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, precision, cfg, epoch,
-                    preprocess, ema=None, batch_augment=None, distiller=None) -> dict:
+                    preprocess, ema=None, batch_augment=None, distiller=None, validation_images: int = 0) -> dict:
     """One pass over ``loader``. ``batch_augment`` (:class:`fakeface.batch_augment.BatchAugment`) turns the
     loader's stored-size uint8 batches into augmented training crops on the device; ``distiller``
-    (:class:`fakeface.distill.Distiller`) makes the loss one against a teacher's soft targets too."""
+    (:class:`fakeface.distill.Distiller`) makes the loss one against a teacher's soft targets too.
+    ``validation_images``: what the validation ending the epoch scores, so the remaining time includes it."""
     model.train()
     normalize = Normalize(preprocess).to(device)
-    progress = Progress(len(loader.sampler), f"epoch {epoch}/{cfg.epochs}", cfg.log_every, distributed.is_main())
+    progress = Progress(len(loader.sampler), f"epoch {epoch}/{cfg.epochs}", cfg.log_every, distributed.is_main(),
+                        after_items=validation_images)
     total_loss, correct, seen, failed, soft_loss = 0.0, 0, 0, [], 0.0
     aug = AugmentConfig.from_dict(cfg.augment)
     t0 = time.perf_counter()

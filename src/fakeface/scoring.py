@@ -1,4 +1,8 @@
-"""Scoring batches of images with a model: shared by validation, evaluation and prediction."""
+"""Scoring batches of images with a model, and turning logits into calibrated probabilities.
+
+Shared by validation, evaluation and prediction; :func:`p_fake` is the one place P(fake) = sigmoid(logit / T)
+is computed.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from .devices import autocast
 from .preprocess import Normalize, Preprocess
-from .runtime import autocast
+
+
+def p_fake(logits, temperature: float = 1.0) -> np.ndarray:
+    """Calibrated P(fake) = sigmoid(logit / T) (temperature scaling; T = 1: the model's own probability)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature))
+
+
+def logits_of(p, temperature: float = 1.0) -> np.ndarray:
+    """The logits behind calibrated probabilities: the inverse of :func:`p_fake`."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p / (1 - p)) * temperature
 
 
 @dataclass
@@ -31,8 +46,7 @@ class Scores:
                    np.concatenate([p.logit for p in parts])[order], sorted(f for p in parts for f in p.failures))
 
     def probs(self, temperature: float = 1.0) -> np.ndarray:
-        """P(fake) = sigmoid(logit / T)."""
-        return 1.0 / (1.0 + np.exp(-self.logit / temperature))
+        return p_fake(self.logit, temperature)
 
 
 class Scorer:

@@ -1,0 +1,84 @@
+"""The command line's own behaviour: help texts, what it says and when, and the one error boundary."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from fakeface.checkpoint import load_checkpoint, save_atomic
+from fakeface.onnx_runtime import read_metadata
+
+
+def fakeface(*args):
+    return subprocess.run([sys.executable, "-m", "fakeface", *map(str, args)], capture_output=True, text=True)
+
+
+def copy_run(tiny_run, tmp_path):
+    """A private copy of tiny_run's run folder (best.pt and its split), so exports made beside it stay here."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_run[1], run / "best.pt")
+    return run
+
+
+def test_help_shows_square_brackets():
+    res = fakeface("train", "--help")
+    assert res.returncode == 0 and "fakeface[pretrained]" in res.stdout.replace("\n", "").replace(" ", "")
+
+
+def test_predict_on_nothing_says_so_before_loading_any_model(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = fakeface("predict", empty, "--checkpoint", tmp_path / "no-such-run")
+    assert res.returncode == 2 and "no files found" in res.stderr and "checkpoint" not in res.stderr
+
+
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
+    res = fakeface("evaluate", "--checkpoint", tmp_path / "missing.pt", "--data", tmp_path, "--out", tmp_path / "o")
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_predict_makes_an_export_on_first_use_then_runs_it_quietly_as_asked(tiny_run, tmp_path):
+    data, _ = tiny_run
+    run = copy_run(tiny_run, tmp_path)
+    first = fakeface("predict", "--checkpoint", run, data / "test" / "fake", "--json")
+    assert first.returncode == 0, first.stderr
+    assert "made best.onnx" in first.stderr and (run / "best.onnx").is_file()
+    assert read_metadata(run / "best.onnx")["precision"] == "fp32"
+    assert sorted(p.name for p in run.iterdir()) == ["best.onnx", "best.pt"]  # no temporary file left
+    again = fakeface("predict", "--checkpoint", run, data / "test" / "fake", "--json")
+    assert again.returncode == 0 and "backend: onnx (best.onnx" in again.stderr and "made" not in again.stderr
+    # an export given by name runs as given: nothing about backends to say
+    quiet = fakeface("predict", "--checkpoint", run / "best.onnx", data / "test" / "fake", "--json")
+    assert quiet.returncode == 0 and "backend" not in quiet.stderr, quiet.stderr
+
+
+@pytest.mark.slow
+def test_export_says_what_it_checked_against_pytorch(tiny_run, tmp_path):
+    data, _ = tiny_run
+    run = copy_run(tiny_run, tmp_path)
+    res = fakeface("export", "--checkpoint", run)  # the checkpoint records its data: its valid split is used
+    assert res.returncode == 0, res.stderr
+    assert "16 images of the run's validation split" in res.stdout, res.stdout
+    res = fakeface("export", "--checkpoint", run, "--calibration-data", data)
+    assert res.returncode == 0 and f"images of the valid split of {data}" in res.stdout, res.stdout
+    # a checkpoint whose data is nowhere to be found: seeded noise, and it says so
+    lost = tmp_path / "lost"
+    ckpt = {k: v for k, v in load_checkpoint(run).items() if k != "path"}
+    save_atomic({**ckpt, "data": str(tmp_path / "gone")}, lost / "best.pt")
+    res = fakeface("export", "--checkpoint", lost)
+    assert res.returncode == 0 and "random-noise images (no validation split of the run found)" in res.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_shows_progress(tiny_run, tmp_path):
+    data, best = tiny_run
+    res = fakeface("evaluate", "--checkpoint", best, "--data", data, "--out", tmp_path / "ev", "--bootstrap", "0",
+                   "--workers", "0")
+    assert res.returncode == 0, res.stderr
+    assert "scoring 16/16" in res.stderr
