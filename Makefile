@@ -20,7 +20,7 @@ venv: $(VENV)/.installed
 # The shipped default detector on examples/ (a table, a Grad-CAM report, how to go on); the training demo on
 # synthetic data is `fakeface demo --train`.
 demo: venv
-	$(BIN)/python -m fakeface.demo demo-run
+	$(BIN)/fakeface demo
 
 # The web page's test drives Debian's Chromium (no browser download): install it when it is missing.
 browser:

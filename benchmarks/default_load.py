@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, sys, time
 t0, c0 = time.perf_counter(), time.process_time()
-from fakeface.hub import load_detector
+from fakeface.detector import load_detector
 from fakeface.images import load_image
 detector = load_detector(None, device="cpu")
 t_load = time.perf_counter()

@@ -36,8 +36,9 @@ from fakeface.calibrate import calibrate, calibrate_ensemble, ensemble_calibrate
 from fakeface.card import write_card  # noqa: E402
 from fakeface.checkpoint import checkpoint_file, ensemble_members, load_checkpoint, save_atomic  # noqa: E402
 from fakeface.data import discover  # noqa: E402
+from fakeface.detector import load_detector  # noqa: E402
 from fakeface.evaluate import evaluate, headline  # noqa: E402
-from fakeface.hub import DEFAULT_DIR, INFERENCE_KEYS, TRAINING_KEYS, load_detector, save_folder  # noqa: E402
+from fakeface.hub import DEFAULT_DIR, INFERENCE_KEYS, TRAINING_KEYS, save_folder  # noqa: E402
 from fakeface.metrics import compute_metrics  # noqa: E402
 from fakeface.predict import predict_paths  # noqa: E402
 from fakeface.train import load_config, train  # noqa: E402
@@ -106,8 +107,8 @@ def compare_folder(folder: Path, checkpoint: Path, data: Path) -> dict:
     """The folder's test-split ROC-AUC and accuracy beside the checkpoint's (float16 weights may move them)."""
     samples = discover(data).splits["test"]
     out = {}
-    for name, det in (("checkpoint", load_detector(checkpoint, device="cpu")),
-                      ("folder", load_detector(folder, device="cpu"))):
+    for name, det in (("checkpoint", load_detector(checkpoint, "as-given", "cpu")),
+                      ("folder", load_detector(folder, "as-given", "cpu"))):
         rows = [r for r in predict_paths(det, [s.path for s in samples], batch_size=32, workers=0,
                                          labels=[s.label for s in samples]) if r["error"] is None]
         m = compute_metrics([int(r["label"] == "fake") for r in rows], [r["p_fake"] for r in rows], det.threshold)
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if shipped:
         from fakeface.demo import read_examples, score_examples, write_verdicts
 
-        expected = write_verdicts(score_examples(load_detector(folder, device="cpu"), read_examples(args.examples)),
+        detector = load_detector(folder, "as-given", "cpu")
+        expected = write_verdicts(score_examples(detector, read_examples(args.examples)),
                                   args.examples / "expected.csv")
         say(f"wrote {expected}")
     say(f"done in {time.perf_counter() - t0:.0f} s")

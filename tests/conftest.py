@@ -15,6 +15,20 @@ SAMPLE = SHARED / "data" / "faces140k-sample"
 FACENET_KEYS = SHARED / "fixtures" / "facenet_inception_resnet_v1_vggface2_keys.txt"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory) -> Path:
+    """A fresh user cache for the session (ONNX exports of model folders are kept there): tests neither read a
+    developer's cached exports nor leave files in ~/.cache; subprocesses inherit it."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         if os.environ.get("CI", "").lower() == "true":
@@ -62,14 +76,15 @@ def folder_dataset(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A detector trained for one epoch on a tiny folder dataset: (data folder, best.pt). Shared: do not modify
-    either; copy the data first (shutil.copytree) to plant broken files."""
+    """A detector trained for one epoch on a tiny folder dataset: (data folder, best.pt), with no ONNX export
+    beside it (tests of exports make their own). Shared: do not modify either; copy the data first
+    (shutil.copytree) to plant broken files."""
     from fakeface.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("tiny")
     data = make_folder_dataset(root / "ds", per_class=8, size=96)
     run = train(TrainConfig(data=str(data), out=str(root / "run"), epochs=1, batch_size=8, image_size=80,
-                            precision="fp32", workers=0))
+                            precision="fp32", workers=0, export="none"))
     return data, run / "best.pt"
 
 
@@ -80,5 +95,6 @@ def tiny_lite_run(tiny_run, tmp_path_factory) -> Path:
 
     data, _ = tiny_run
     run = train(TrainConfig(data=str(data), out=str(tmp_path_factory.mktemp("lite") / "run"), epochs=1, batch_size=8,
-                            model="efficientnet_lite0", image_size=64, precision="fp32", workers=0))
+                            model="efficientnet_lite0", image_size=64, precision="fp32", workers=0,
+                            export="none"))
     return run / "best.pt"

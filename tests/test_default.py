@@ -16,7 +16,8 @@ import yaml
 from fakeface import hub
 from fakeface.checkpoint import load_checkpoint
 from fakeface.data import discover
-from fakeface.hub import FolderError, default_detector_dir, default_provisional, load_detector, load_folder, read_config
+from fakeface.detector import load_detector
+from fakeface.hub import FolderError, default_detector_dir, default_provisional, load_folder, read_config
 from fakeface.metrics import compute_metrics
 from fakeface.predict import predict_paths
 

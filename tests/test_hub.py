@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
-from fakeface.hub import FolderError, load_detector, load_folder, read_config, save_folder
-from fakeface.predict import Detector, predict_paths
+from fakeface.detector import Detector, load_detector
+from fakeface.hub import FolderError, load_folder, read_config, save_folder
+from fakeface.predict import predict_paths
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +39,7 @@ def test_folder_round_trips_probabilities(tiny_run, tmp_path, dtype, tol):
     assert "optimizer" not in ckpt and ckpt["release"] == {"name": "tiny", "version": "1.2"}
     assert all(v.dtype == original["state_dict"][k].dtype for k, v in ckpt["state_dict"].items())
     model_from_checkpoint(ckpt)  # the dict works where a loaded .pt does
-    p_folder, p_pt = _probs(load_detector(folder, device="cpu"), data), _probs(Detector(best, device="cpu"), data)
+    p_folder, p_pt = _probs(load_detector(folder, "as-given", "cpu"), data), _probs(Detector(best, device="cpu"), data)
     assert np.abs(p_folder - p_pt).max() <= tol
     assert (folder / "model.safetensors").stat().st_size < best.stat().st_size  # no optimizer state
 
@@ -62,16 +63,15 @@ def test_ensemble_folder_keeps_members_and_threshold(tiny_run, tiny_lite_run, tm
         (run / f"member{k}").mkdir(parents=True)
         shutil.copy(src, run / f"member{k}" / "best.pt")
     from fakeface.calibrate import calibrate_ensemble
-    from fakeface.export import load_detector as load_run
 
     record = calibrate_ensemble(run, data, "balanced", workers=0)
     folder = save_folder(run, tmp_path / "ens-folder", dtype="float32")
     assert read_config(folder)["members"] == ["member0", "member1"]
     with pytest.raises(FolderError, match="ensemble of 2 models"):
         load_folder(folder)
-    det = load_detector(folder, device="cpu")
+    det = load_detector(folder, "as-given", "cpu")
     assert det.threshold == pytest.approx(record["threshold"])
-    assert np.abs(_probs(det, data) - _probs(load_run(run, device="cpu"), data)).max() < 1e-6
+    assert np.abs(_probs(det, data) - _probs(load_detector(run, "as-given", "cpu"), data)).max() < 1e-6
 
 
 def test_broken_folders_are_one_clear_error(tiny_run, tmp_path):
@@ -116,7 +116,7 @@ def test_hub_id_loads_from_the_local_cache_offline(tiny_run, tmp_path):
     (repo / "refs" / "main").write_text(commit)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    code = ("import sys; from fakeface.hub import FolderError, load_detector\n"
+    code = ("import sys; from fakeface.detector import load_detector; from fakeface.hub import FolderError\n"
             "try:\n    d = load_detector(sys.argv[1], device='cpu')\nexcept FolderError as e:\n    sys.exit(str(e))\n"
             "print(d.checkpoint['release']['name'], d.checkpoint['path'])")
     ok = subprocess.run([sys.executable, "-c", code, "someone/tiny-detector"], env=env, capture_output=True,
@@ -127,3 +127,51 @@ def test_hub_id_loads_from_the_local_cache_offline(tiny_run, tmp_path):
                              text=True, timeout=300)
     assert missing.returncode == 1 and "not a local file or folder, and the model hub did not give it" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_every_loader_takes_a_folder(tiny_run, tmp_path):
+    """load_checkpoint, Detector and the ONNX exporter read a model folder as they read a .pt file."""
+    from fakeface.export import export_onnx
+
+    data, best = tiny_run
+    folder = save_folder(best, tmp_path / "model", dtype="float32")
+    assert load_checkpoint(folder)["path"] == str(folder)
+    assert load_checkpoint(folder / "model.safetensors")["release"]["name"] == "model"
+    p_pt = _probs(Detector(best, device="cpu"), data)
+    assert np.abs(_probs(Detector(folder, device="cpu"), data) - p_pt).max() <= 1e-6
+    report = export_onnx(folder, tmp_path / "folder.onnx")
+    assert report["fp32"]["max_abs_diff_p"] <= report["fp32"]["tolerance"]
+    assert np.abs(_probs(load_detector(tmp_path / "folder.onnx"), data) - p_pt).max() <= 1e-3
+
+
+def test_first_use_export_of_a_read_only_folder_goes_to_the_user_cache(tiny_run, tmp_path, user_cache):
+    """A model folder that cannot be written (the default inside an installed package) gets its ONNX export in
+    the user cache, keyed by its weights, and found there from then on; an unwritable cache means PyTorch, with
+    the reason."""
+    from fakeface.detector import choose_backend
+    from fakeface.hub import exports_dir
+
+    data, best = tiny_run
+    folder = save_folder(best, tmp_path / "ro", dtype="float32")
+    folder.chmod(0o555)
+    try:
+        made = load_detector(folder, make_export=True)
+        assert made.runtime.startswith("onnxruntime") and made.backend_choice.path.is_relative_to(user_cache)
+        assert made.backend_choice.path.parent == exports_dir(folder / "model.safetensors")
+        assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+        again = choose_backend(folder)
+        assert again.backend == "onnx" and again.path == made.backend_choice.path
+        p_pt = _probs(Detector(folder, device="cpu"), data)
+        assert np.abs(_probs(made, data) - p_pt).max() <= 1e-3
+    finally:
+        folder.chmod(0o755)
+    other = save_folder(best, tmp_path / "other", dtype="float16")  # other weights: no export yet
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would be")
+    old = os.environ["XDG_CACHE_HOME"]
+    os.environ["XDG_CACHE_HOME"] = str(blocked)
+    try:
+        choice = choose_backend(other, make_export=True)
+    finally:
+        os.environ["XDG_CACHE_HOME"] = old
+    assert choice.backend == "pytorch" and "could be made" in choice.reason

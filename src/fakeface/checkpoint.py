@@ -25,6 +25,7 @@ from .preprocess import Preprocess
 FORMAT = "fakeface-checkpoint"
 FORMAT_VERSION = 1
 ENSEMBLE_CALIBRATION = "calibration.json"  # an ensemble run's own threshold, fitted on its valid scores
+FOLDER_CONFIG, FOLDER_WEIGHTS = "config.json", "model.safetensors"  # a model folder's files (fakeface.hub)
 
 
 class CheckpointError(ValueError):
@@ -110,7 +111,8 @@ def expand_checkpoints(paths) -> list[Path]:
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
-    """The checkpoint file ``path`` names: itself, or a run folder's best.pt (else last.pt)."""
+    """The checkpoint file ``path`` names: itself, a run folder's best.pt (else last.pt), or a model folder's
+    model.safetensors (its exports are told apart by that file's SHA-256)."""
     path = Path(path)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
@@ -120,15 +122,22 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
         if members:
             raise CheckpointError(f"{path} is an ensemble of {len(members)} models; this command takes one of "
                                   f"them: {', '.join(str(m) for m in members)}")
-        raise CheckpointError(f"{path} is a folder without best.pt or last.pt")
+        if (path / FOLDER_CONFIG).is_file():  # a model folder (fakeface.hub): its weights file stands for it
+            return path / FOLDER_WEIGHTS
+        raise CheckpointError(f"{path} is a folder without best.pt, last.pt or a model folder's {FOLDER_CONFIG}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint safely (``weights_only=True``) and check it is ours."""
+    """Read a checkpoint safely (``weights_only=True``) and check it is ours; a model folder (or its
+    model.safetensors) is read by :func:`fakeface.hub.load_folder` into the same dict."""
     path = checkpoint_file(path)
+    if path.name == FOLDER_WEIGHTS:
+        from .hub import load_folder  # the folder format is built on this module
+
+        return load_folder(path.parent)
     if path.suffix.lower() == ".onnx":
         raise CheckpointError(f"{path} is an ONNX export: this needs the PyTorch checkpoint (.pt) it was exported from")
     try:

@@ -30,6 +30,20 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, F
 
 ENSEMBLE_HELP = ("Repeat it for an ensemble (mean of the calibrated P(fake)); an ensemble run folder (trained with "
                  "members: N) stands for its members.")
+DETECTOR_HELP = ("Checkpoint, run folder (its best.pt), model folder (fakeface export --format folder), or an "
+                 "exported .onnx; default: the detector shipped with fakeface. ")
+
+
+def detector_source(checkpoint: list[Path] | None) -> list[Path]:
+    """What a command loads: the detectors given, else the default detector shipped in the package - named once
+    on stderr, so a user knows which release gave the verdicts."""
+    if checkpoint:
+        return list(checkpoint)
+    from .hub import default_detector_dir, release_line
+
+    folder = default_detector_dir()
+    typer.echo(f"detector: {release_line(folder)}, shipped with fakeface (--checkpoint names another)", err=True)
+    return [folder]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -181,10 +195,9 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[list[Path], typer.Option(
-        help="Checkpoint (or run folder: its best.pt), or an exported .onnx. " + ENSEMBLE_HELP)],
     data: Annotated[str, typer.Option(help="Dataset path (any layout train accepts).")],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, plots, report.html.")],
+    checkpoint: Annotated[list[Path] | None, typer.Option(help=DETECTOR_HELP + ENSEMBLE_HELP)] = None,
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
     workers: Annotated[int | None, typer.Option(min=0, help="Decoding threads (default: cores minus one).")] = None,
@@ -214,8 +227,8 @@ def evaluate(
         progress = Progress(total, "scoring", every=max(1, total // 20))
 
     try:
-        metrics = run_evaluation(checkpoint, data, out, split=split, batch_size=batch_size, workers=workers,
-                                 device=device, precision=precision, limit=limit, n_boot=bootstrap,
+        metrics = run_evaluation(detector_source(checkpoint), data, out, split=split, batch_size=batch_size,
+                                 workers=workers, device=device, precision=precision, limit=limit, n_boot=bootstrap,
                                  perturb=parse_perturbations(perturb or []), group_by=group_by,
                                  progress=on_progress, on_start=start)
     finally:
@@ -238,11 +251,13 @@ def evaluate(
     typer.echo(f"report: {out / 'report.html'}")
 
 
+NO_FACE = "no_face"  # predict --detect-faces' verdict for an image in which no face was found
+
+
 @app.command()
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
-    checkpoint: Annotated[list[Path], typer.Option(
-        help="Checkpoint (or run folder: its best.pt), or an exported .onnx. " + ENSEMBLE_HELP)],
+    checkpoint: Annotated[list[Path] | None, typer.Option(help=DETECTOR_HELP + ENSEMBLE_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
@@ -253,6 +268,9 @@ def predict(
     detect_faces: Annotated[bool, typer.Option(
         help="Find faces in ordinary photos, crop each like the training data, score each; the image's verdict "
              "is its most suspicious face. Off by default: already-cropped faces need none.")] = False,
+    whole_image_if_no_face: Annotated[bool, typer.Option(
+        "--whole-image-if-no-face", help="With --detect-faces: score an image in which no face is found as a "
+                                         "whole, instead of answering no_face.", show_default=False)] = False,
     backend: Annotated[str, typer.Option(
         help="auto: on a CPU the fastest export of the checkpoint beside it (int8 only if it passed its accuracy "
              "guard, then fp32 ONNX; an fp32 export is made and kept on first use), else PyTorch; or pytorch, onnx, "
@@ -261,9 +279,11 @@ def predict(
         "--distributed", help="Under torchrun: each process scores its share of the inputs and rank 0 writes every "
                               "row, in the usual order. Without torchrun: one process, as usual.")] = False,
 ):
-    """Score images: P(fake) and a verdict per file; unreadable files get a row with the reason.
+    """Score images: P(fake) and a verdict per file; unreadable files get a row with the reason (with
+    --detect-faces, images without a face get the verdict no_face).
 
-    Exit code 0 when at least one image was scored, 1 when none could be, 2 on a usage error.
+    Exit code 0 when at least one image was scored, 1 when none could be (unreadable, or no face), 2 on a usage
+    error.
     """
     from . import distributed as dist
     from .detector import load_detector
@@ -280,7 +300,8 @@ def predict(
     inputs = expand_inputs(paths)
     if not inputs:  # said before the model is loaded
         raise fail("no files found in the given paths")
-    detector = load_detector(checkpoint, backend, device, precision, make_export=dist.is_main())
+    detector = load_detector(detector_source(checkpoint) if dist.is_main() else checkpoint or None, backend, device,
+                             precision, make_export=dist.is_main())
     for member in detector.members if dist.is_main() else []:
         choice = member.backend_choice
         if choice is not None and (choice.notable or backend != "auto"):
@@ -290,7 +311,7 @@ def predict(
 
     def score(shard: list[str]):
         if detect_faces:
-            return predict_faces(detector, shard, on_progress=on_progress)
+            return predict_faces(detector, shard, on_progress=on_progress, whole_image_if_none=whole_image_if_no_face)
         return predict_paths(detector, shard, batch_size, workers, on_progress=on_progress, draft=True)
 
     # One process: rows are scored lazily, as they are written. Under torchrun: scored and gathered here.
@@ -298,15 +319,19 @@ def predict(
     dist.cleanup()
     if rows is None:  # not rank 0, which writes every row
         return
+    no_face = 0
     try:
         with PredictionWriter(json_out, csv_out, detect_faces, len(inputs)) as writer:
             for row in rows:
+                no_face += row.get("pred") == NO_FACE
                 writer.write(row)
     finally:
         close_progress()
-    typer.echo(f"{writer.scored} scored, {writer.failed} unreadable; threshold {detector.threshold:.3f} "
+    scored = writer.scored - no_face  # an image without a face was not scored, like an unreadable one
+    faceless = f", {no_face} without a face" if detect_faces else ""
+    typer.echo(f"{scored} scored{faceless}, {writer.failed} unreadable; threshold {detector.threshold:.3f} "
                f"({detector.threshold_policy})", err=True)
-    if writer.scored == 0:
+    if scored == 0:
         raise typer.Exit(1)
 
 
@@ -377,17 +402,35 @@ def calibrate(
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Option(
-        help="Checkpoint file (or run folder: its best.pt; an ensemble run folder: each member).")],
+        help="Checkpoint file (or run folder: its best.pt; an ensemble run folder: each member), or model folder.")],
     out: Annotated[Path | None, typer.Option(
-        help="The .onnx file to write (default: beside the checkpoint, best.onnx or best.int8.onnx, where "
-             "predict --backend auto finds it).")] = None,
+        help="onnx: the .onnx file to write (default: beside the checkpoint, best.onnx or best.int8.onnx, where "
+             "predict --backend auto finds it). folder: the folder to write (required).")] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="onnx (ONNX Runtime), or folder: model.safetensors + config.json + README.md, a folder "
+                         "to publish that --checkpoint takes.")] = "onnx",
+    dtype: Annotated[str, typer.Option(help="folder: the weights' float type, float16 (half the size) or "
+                                            "float32.")] = "float16",
     quantize: Annotated[str | None, typer.Option(help="int8: static quantization (QDQ) on real images.")] = None,
     calibration_data: Annotated[str | None, typer.Option(
         help="Dataset for int8: calibrates on its train split, then checks accuracy on its valid split.")] = None,
     calibration_images: Annotated[int, typer.Option(min=1, help="How many images to calibrate on.")] = 300,
     max_accuracy_drop: Annotated[float, typer.Option(help="Refuse int8 if accuracy drops more (points).")] = 0.5,
 ):
-    """Export to ONNX (preprocessing and threshold in its metadata), checked against PyTorch; optionally int8."""
+    """Export to ONNX (preprocessing and threshold in its metadata), checked against PyTorch, optionally int8; or
+    write a model folder to publish (--format folder)."""
+    if fmt == "folder":
+        from .hub import release_line, save_folder
+
+        if out is None:
+            raise fail("--format folder needs --out FOLDER")
+        if quantize or calibration_data:
+            raise fail("--quantize and --calibration-data are for --format onnx")
+        folder = save_folder(checkpoint, out, dtype=dtype)
+        typer.echo(f"model folder: {folder} ({release_line(folder)}); --checkpoint {folder} loads it")
+        return
+    if fmt != "onnx":
+        raise fail(f"--format takes onnx or folder, got {fmt!r}")
     from .export import export_run
 
     export_run(checkpoint, out, quantize, calibration_data, calibration_images, max_accuracy_drop,
@@ -397,7 +440,9 @@ def export(
 @app.command()
 def explain(
     image: Annotated[Path, typer.Argument(help="Image to explain.")],
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (or run folder: its best.pt).")],
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Checkpoint file, run folder (its best.pt) or model folder; default: the detector shipped with "
+             "fakeface.")] = None,
     out: Annotated[Path, typer.Option(help="PNG to write: the Grad-CAM heatmap over the image.")] = Path("heatmap.png"),
 ):
     """Grad-CAM heatmap of the regions that drove the score (red: towards fake), overlaid on the image."""
@@ -409,7 +454,7 @@ def explain(
 
     if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:
         raise fail(f"--out {out}: name an image file to write, e.g. heatmap.png")
-    detector = Detector(checkpoint)
+    detector = Detector(detector_source([checkpoint] if checkpoint else None)[0])
     try:
         img = load_image(image)
     except ImageLoadError as e:
@@ -420,8 +465,7 @@ def explain(
 
 @app.command()
 def serve(
-    checkpoint: Annotated[list[Path], typer.Option(
-        help="Checkpoint or .onnx to serve. " + ENSEMBLE_HELP)],
+    checkpoint: Annotated[list[Path] | None, typer.Option(help=DETECTOR_HELP + ENSEMBLE_HELP)] = None,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     api_key: Annotated[str | None, typer.Option(envvar="FAKEFACE_API_KEY",
@@ -439,7 +483,7 @@ def serve(
     from .serve import ServeConfig
     from .serve import serve as run_server
 
-    config = ServeConfig(checkpoint=[str(c) for c in checkpoint], api_key=api_key or None,
+    config = ServeConfig(checkpoint=[str(c) for c in detector_source(checkpoint)], api_key=api_key or None,
                          max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                          keep_uploads=str(keep_uploads) if keep_uploads else None, cors_origins=cors_origin or [],
                          max_batch=max_batch, max_wait_ms=max_wait_ms, backend=backend)
@@ -448,17 +492,91 @@ def serve(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the demo's data, run and report.")] = Path("demo-run"),
+    out: Annotated[Path, typer.Option(help="Folder for the demo's report (and, with --train, data and run).")] = Path(
+        "demo-run"),
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Score the examples with this detector instead of the one shipped with fakeface.")] = None,
+    examples: Annotated[Path | None, typer.Option(
+        help="A folder of images with labels.csv (file,label) instead of the shipped examples/.")] = None,
+    train: Annotated[bool, typer.Option(
+        "--train", help="Instead: the training demo - make synthetic data (or use --data), train, evaluate, report.",
+        show_default=False)] = False,
     data: Annotated[str | None, typer.Option(
-        help="Use this real dataset instead of synthetic data (also: FAKEFACE_DEMO_DATA).")] = None,
-    fast: Annotated[bool, typer.Option(help="A tiny run (what the test suite runs).")] = False,
-    epochs: Annotated[int | None, typer.Option(help="Override the number of training epochs.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        help="--train: use this real dataset instead of synthetic data (also: FAKEFACE_DEMO_DATA).")] = None,
+    fast: Annotated[bool, typer.Option(help="--train: a tiny run (what the test suite runs).")] = False,
+    epochs: Annotated[int | None, typer.Option(help="--train: override the number of training epochs.")] = None,
+    seed: Annotated[int, typer.Option(help="--train: random seed.")] = 0,
 ):
-    """The whole job end to end: make data, train, evaluate, write the report, predict a few images."""
-    from .demo import run_demo
+    """Score the example faces with the detector shipped with fakeface: a table of verdicts, a report with Grad-CAM
+    heatmaps, and how to go on. --train: the training demo on synthetic data instead."""
+    if train:
+        from .demo import run_demo
 
-    run_demo(out, data=data, fast=fast, epochs=epochs, seed=seed, say=typer.echo)
+        run_demo(out, data=data, fast=fast, epochs=epochs, seed=seed, say=typer.echo)
+        return
+    if data is not None or fast or epochs is not None:
+        raise fail("--data, --fast and --epochs belong to the training demo: add --train")
+    from .demo import run_examples_demo
+
+    run_examples_demo(out, checkpoint=checkpoint, examples=examples, say=typer.echo)
+
+
+@app.command()
+def benchmark(
+    suite: Annotated[Path, typer.Option(help="Suite file (YAML): the named sets to score, e.g. "
+                                             "configs/benchmarks/shared.yaml.")],
+    out: Annotated[Path, typer.Option(help="Folder for benchmark.json, benchmark.md, the plot and scores.csv.")],
+    checkpoint: Annotated[list[Path] | None, typer.Option(help=DETECTOR_HELP + ENSEMBLE_HELP)] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
+    workers: Annotated[int | None, typer.Option(min=0, help="Decoding threads (default: cores minus one).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for 95% intervals (0: none).")] = 1000,
+):
+    """Score one detector on a suite of named sets (labelled, generator-vs-reals, real-only): a table of ROC-AUC,
+    caught rates and false-positive rates with intervals, written to --out with ROC curves."""
+    from .benchmark import FILES, benchmark_table_markdown, run
+    from .progress import progress_callback
+
+    bar = {}
+
+    def on_progress(n: int, total: int) -> None:  # the number of images is known once the suite is read
+        if not bar:
+            bar["update"], bar["close"] = progress_callback(total, "scoring")
+        if bar["update"] is not None:
+            bar["update"](n)
+
+    try:
+        result = run(detector_source(checkpoint), suite, out, batch_size=batch_size, workers=workers,
+                     n_boot=bootstrap, device=device, precision=precision, progress=on_progress)
+    finally:
+        if bar:
+            bar["close"]()
+    typer.echo(benchmark_table_markdown(result))
+    for s in result["sets"]:
+        if s["skipped"]:
+            typer.echo(f"{s['name']}: skipped {s['skipped']} unreadable file(s), e.g. "
+                       f"{s['skipped_examples'][0]['path']} ({s['skipped_examples'][0]['reason']})", err=True)
+    typer.echo("written: " + ", ".join(str(out / name) for name in FILES.values()))
+
+
+@app.command()
+def distill(
+    teacher: Annotated[list[Path], typer.Option(
+        help="The detector to learn from: a run folder or checkpoint; repeat it (or give an ensemble run folder) "
+             "for an ensemble teacher.")],
+    data: Annotated[str, typer.Option(help="Dataset to train the student on (any layout train accepts).")],
+    out: Annotated[str, typer.Option(help="Run folder for the student (an ordinary run every command takes).")],
+    config: Annotated[Path | None, typer.Option(
+        help="Train config for the student; its distill: section sets alpha, temperature, extra_data.")] = None,
+):
+    """Distil a teacher (an ensemble, a slow model) into one student trained on the teacher's probabilities and
+    the labels."""
+    from .distill import distill as run_distillation
+
+    run_dir = run_distillation([str(t) for t in teacher] if len(teacher) > 1 else str(teacher[0]), data, out,
+                               config)
+    typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
 
 
 data_app = typer.Typer(help="Dataset tools: check for problems and leaks, split a flat folder, download the 140k set.",

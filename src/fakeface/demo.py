@@ -232,8 +232,9 @@ def run_examples_demo(out: str | os.PathLike = "demo-run", checkpoint: str | os.
     """Score the example images with a detector (default: the one shipped in the package), print a table of
     verdicts, write ``out/report.html`` with a Grad-CAM heatmap of each and ``out/verdicts.csv``, and say how
     to start the web page. Returns {"rows", "metrics", "report", "verdicts", "release"}."""
+    from .detector import load_detector
     from .explain import explain_image
-    from .hub import default_detector_dir, is_model_folder, load_detector, read_config, release_line
+    from .hub import default_detector_dir, is_model_folder, read_config, release_line
     from .images import load_image
     from .metrics import compute_metrics
     from .report import write_report
@@ -242,7 +243,7 @@ def run_examples_demo(out: str | os.PathLike = "demo-run", checkpoint: str | os.
     out = Path(out)
     source = default_detector_dir() if checkpoint is None else Path(checkpoint)
     release = release_line(source) if is_model_folder(source) else str(source)
-    detector = load_detector(source, device="cpu")
+    detector = load_detector(source, backend="as-given", device="cpu")  # PyTorch: Grad-CAM needs its gradients
     items = read_examples(examples)
     say(f"Detector: {release}")
     note = read_config(source).get("release", {}).get("note") if is_model_folder(source) else None

@@ -25,6 +25,7 @@ from PIL import Image
 from . import CLASS_NAMES, distributed
 from .checkpoint import (
     ENSEMBLE_CALIBRATION,
+    FOLDER_WEIGHTS,
     calibration_fingerprint,
     checkpoint_file,
     expand_checkpoints,
@@ -34,6 +35,7 @@ from .checkpoint import (
 )
 from .devices import resolve_device, resolve_precision
 from .files import file_sha256
+from .hub import exports_dir, resolve
 from .models import parse_tta
 from .onnx_runtime import OnnxModelError, OnnxScorer, read_metadata, session, session_metadata
 from .preprocess import Preprocess
@@ -230,12 +232,14 @@ class BackendChoice:
 
 def exports_beside(checkpoint: str | os.PathLike) -> tuple[list[tuple[Path, dict]], list[str]]:
     """The ONNX exports of this very checkpoint lying beside it, with their metadata, and why others were passed
-    over. Candidates are ``<stem>.onnx`` and ``<stem>.*.onnx`` (``fakeface export``'s default names) whose
-    recorded SHA-256 is the checkpoint file's: an export older than the checkpoint (retrained, re-calibrated)
-    is stale and ignored.
+    over. Candidates are ``<stem>.onnx`` and ``<stem>.*.onnx`` (``fakeface export``'s default names; for a model
+    folder also those in its user-cache folder, :func:`fakeface.hub.exports_dir`) whose recorded SHA-256 is the
+    checkpoint file's: an export older than the checkpoint (retrained, re-calibrated) is stale and ignored.
     """
     ckpt = checkpoint_file(checkpoint)
-    candidates = sorted({*ckpt.parent.glob(f"{ckpt.stem}.onnx"), *ckpt.parent.glob(f"{ckpt.stem}.*.onnx")})
+    folders = [ckpt.parent] + ([exports_dir(ckpt)] if ckpt.name == FOLDER_WEIGHTS and ckpt.is_file() else [])
+    candidates = sorted({p for folder in folders for pattern in (f"{ckpt.stem}.onnx", f"{ckpt.stem}.*.onnx")
+                         for p in folder.glob(pattern)})
     if not candidates:
         return [], []
     digest = file_sha256(ckpt)
@@ -328,9 +332,9 @@ def choose_backend(checkpoint: str | os.PathLike, backend: str = "auto", device:
         try:
             made = export_beside(ckpt)
         except (OSError, ValueError, RuntimeError) as e:  # read-only folder, full disk, an export that fails
-            return BackendChoice(path, "pytorch", f"no ONNX export of {ckpt.name} could be made beside it "
+            return BackendChoice(path, "pytorch", f"no ONNX export of {ckpt.name} could be made "
                                  f"({type(e).__name__}: {e}){ignored}")
-        return BackendChoice(made, "onnx", f"made {made.name}, an ONNX export of {ckpt.name}, used from now on "
+        return BackendChoice(made, "onnx", f"made {made}, an ONNX export of {ckpt.name}, used from now on "
                              "(checked against PyTorch)")
     return BackendChoice(path, "pytorch", f"no usable export of {ckpt.name} beside it{ignored}", notable=bool(ignored))
 
@@ -338,9 +342,9 @@ def choose_backend(checkpoint: str | os.PathLike, backend: str = "auto", device:
 # -- loading -------------------------------------------------------------------------------------------------------
 # Each resolver maps what a user gave - a path, or None for "the default detector" - to what to load (paths, or
 # detectors it built itself from a format of its own), or returns None to pass it on; a module with its own model
-# format registers one here (RESOLVERS.append(f)).
+# format registers one here (RESOLVERS.append(f)). The model folder's: None -> the packaged default, hub ids.
 Resolver = Callable[[Path | None], "list[Path | BaseDetector] | None"]
-RESOLVERS: list[Resolver] = []
+RESOLVERS: list[Resolver] = [resolve]
 
 
 def resolve_sources(source) -> list[Path | BaseDetector]:
@@ -365,13 +369,14 @@ def load_detector(source=None, backend: str = "auto", device: str = "auto", prec
                   tta: str | None = None, make_export: bool = False) -> BaseDetector:
     """A detector for ``source``, judged at its run's threshold.
 
-    ``source``: a checkpoint, a run folder (its best.pt), an ensemble run folder (``members: N`` in training:
-    its members, judged at the threshold fitted on the ensemble's own valid scores when ``fakeface calibrate``
-    wrote one), an ``.onnx`` export, or a list of these (an :class:`Ensemble`); ``None`` asks the registered
-    resolvers for a default. ``backend``: see :func:`choose_backend` (``make_export``: make and keep an ONNX
-    export on first use); each detector's ``backend_choice`` says what runs and why. An ONNX model runs on the CPU
-    at the precision it was exported with: ``device`` must be ``auto`` or ``cpu`` and ``precision`` ``auto`` or
-    that precision. ``tta`` overrides a PyTorch checkpoint's test-time augmentation.
+    ``source``: a checkpoint, a run folder (its best.pt), a model folder (:mod:`fakeface.hub`; or a hub id with
+    huggingface_hub installed), an ensemble run folder (``members: N`` in training: its members, judged at the
+    threshold fitted on the ensemble's own valid scores when ``fakeface calibrate`` wrote one), an ``.onnx``
+    export, or a list of these (an :class:`Ensemble`); ``None`` asks the registered resolvers for a default (the
+    detector shipped in the package). ``backend``: see :func:`choose_backend` (``make_export``: make and keep an
+    ONNX export on first use); each detector's ``backend_choice`` says what runs and why. An ONNX model runs on
+    the CPU at the precision it was exported with: ``device`` must be ``auto`` or ``cpu`` and ``precision``
+    ``auto`` or that precision. ``tta`` overrides a PyTorch checkpoint's test-time augmentation.
     """
     given = resolve_sources(source)
     detectors = []

@@ -34,6 +34,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import (
+    FOLDER_WEIGHTS,
     checkpoint_file,
     ensemble_members,
     load_checkpoint,
@@ -42,6 +43,7 @@ from .checkpoint import (
 )
 from .data import DataError, FaceDataset, Sample, discover
 from .files import atomic_path, file_sha256, temp_path_beside
+from .hub import exports_dir
 from .images import ImageLoadError, load_image
 from .onnx_runtime import (
     FORMAT,
@@ -311,7 +313,7 @@ def export_onnx(
     ckpt = load_checkpoint(checkpoint)
     model, preprocess = model_from_checkpoint(ckpt)
     temperature = float(ckpt.get("temperature", 1.0))
-    source = {"opset": opset, "source_sha256": file_sha256(ckpt["path"])}
+    source = {"opset": opset, "source_sha256": file_sha256(checkpoint_file(ckpt["path"]))}
     fp32_path = out_path.with_name(f"{out_path.stem}.fp32.onnx") if quantize else out_path
     s = preprocess.crop_size
     report = {"path": str(out_path), "precision": quantize or "fp32", "opset": opset, "input_shape": ["B", 3, s, s],
@@ -425,21 +427,31 @@ def check_int8_accuracy(fp32_path: str | os.PathLike, int8_path: str | os.PathLi
 
 
 def default_export_path(checkpoint: str | os.PathLike, quantize: str | None = None) -> Path:
-    """Where an export goes when no path is given: beside the checkpoint, where ``predict --backend auto`` looks."""
+    """Where an export goes when no path is given: beside the checkpoint, where ``predict --backend auto`` looks;
+    a model folder's in the user cache (:func:`fakeface.hub.exports_dir`), since the folder may be read-only."""
     ckpt = checkpoint_file(checkpoint)
-    return ckpt.with_name(f"{ckpt.stem}.int8.onnx" if quantize else f"{ckpt.stem}.onnx")
+    name = f"{ckpt.stem}.int8.onnx" if quantize else f"{ckpt.stem}.onnx"
+    return exports_dir(ckpt) / name if ckpt.name == FOLDER_WEIGHTS else ckpt.with_name(name)
 
 
-def export_beside(checkpoint: str | os.PathLike) -> Path:
-    """Make the fp32 export of a checkpoint beside it (``best.onnx`` for ``best.pt``) and return its path.
-
-    What ``predict`` and ``serve`` do on a checkpoint's first use on a CPU, so that it runs with ONNX Runtime from
-    then on; checked against PyTorch on the run's validation images where they can be read (seeded noise
-    otherwise) and written atomically, so two processes doing it at once leave one whole file.
+def export_beside(checkpoint: str | os.PathLike, calibration: Sequence[str | os.PathLike] | None = None,
+                  guard: Sequence[Sample] | None = None, max_accuracy_drop: float = 0.5,
+                  say: Callable[[str], None] = lambda line: None,
+                  warn: Callable[[str], None] = lambda line: None) -> Path:
+    """Make the fp32 export of a checkpoint beside it (``best.onnx`` for ``best.pt``; a model folder's in the user
+    cache) and return its path: what ``predict`` and ``serve`` do on a checkpoint's first use on a CPU, so that it
+    runs with ONNX Runtime from then on. With ``calibration`` images and labelled ``guard`` samples (what training
+    does) the int8 export too, kept only where it passes the accuracy guard: :class:`Int8Refused` otherwise, its
+    fp32 model kept. Checked against PyTorch on the run's validation images where they can be read (seeded noise
+    otherwise) and written atomically, so two processes doing it at once leave whole files.
     """
     ckpt = load_checkpoint(checkpoint)
-    path = default_export_path(ckpt["path"])
-    export_onnx(ckpt["path"], path, check_images=_run_check_images(ckpt)[0])
+    quantize = "int8" if calibration else None
+    path = default_export_path(checkpoint, quantize)
+    report = export_onnx(ckpt["path"], path, quantize=quantize, calibration_data=calibration,
+                         check_images=_run_check_images(ckpt)[0])
+    if quantize:
+        _guard_int8(report, list(guard or []), max_accuracy_drop, say, warn)
     return path
 
 

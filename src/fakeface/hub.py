@@ -32,25 +32,21 @@ import yaml
 from . import __version__
 from .checkpoint import (
     ENSEMBLE_CALIBRATION,
+    FOLDER_CONFIG,
+    FOLDER_WEIGHTS,
     FORMAT,
     FORMAT_VERSION,
     CheckpointError,
-    calibration_fingerprint,
     checkpoint_file,
     ensemble_members,
     load_checkpoint,
-    model_from_checkpoint,
     read_ensemble_calibration,
 )
-from .detector import Detector, Ensemble
-from .detector import load_detector as load_other
-from .devices import resolve_device, resolve_precision
 from .files import file_sha256
-from .scoring import Scorer
 
 FOLDER_FORMAT = "fakeface-folder"
 FOLDER_FORMAT_VERSION = 1
-WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+WEIGHTS, CONFIG, CARD = FOLDER_WEIGHTS, FOLDER_CONFIG, "README.md"
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 # what config.json carries of a checkpoint beyond the model itself; optimizer, scheduler and RNG state never
 INFERENCE_KEYS = ("preprocess", "threshold", "threshold_policy", "temperature", "tta", "calibration")
@@ -267,35 +263,25 @@ def from_hub(repo_id: str) -> Path:
     return Path(folder)
 
 
-def load_detector(path: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto"):
-    """A detector for ``path`` - a model folder (single or ensemble), a hub id (``owner/name``, with
-    huggingface_hub installed), anything :func:`fakeface.export.load_detector` takes, or None for the default
-    detector."""
-    if path is not None and not Path(path).exists() and HUB_ID.match(str(path)):
-        path = from_hub(str(path))
-    path = default_detector_dir() if path is None else Path(path)
-    if not is_model_folder(path):
-        return load_other(path, device, precision)
-    members = folder_members(path)
-    if not members:
-        return FolderDetector(path, device=device, precision=precision)
-    ensemble = Ensemble([FolderDetector(m, device=device, precision=precision) for m in members])
-    record = read_config(path).get("ensemble_calibration")
-    if record and record.get("members") == calibration_fingerprint(ensemble.members):
-        ensemble.threshold = float(record["threshold"])
-        ensemble.checkpoint["threshold_policy"] = f"{record['threshold_policy']} (fitted on the ensemble's scores)"
-    return ensemble
+def resolve(path: Path | None) -> list[Path] | None:
+    """What :func:`fakeface.detector.load_detector` loads for ``path`` (a resolver of
+    :data:`fakeface.detector.RESOLVERS`): None -> the default detector's folder; a hub id (``owner/name`` that is
+    not a local path) -> its downloaded folder; a model folder -> itself; anything else is passed on (None)."""
+    if path is None:
+        return [default_detector_dir()]
+    if not path.exists() and HUB_ID.match(path.as_posix()):
+        return [from_hub(path.as_posix())]
+    return [path] if is_model_folder(path) else None
 
 
-class FolderDetector(Detector):
-    """:class:`fakeface.predict.Detector` for a single-model folder: the same object, its checkpoint read by
-    :func:`load_folder` instead of from a ``.pt`` file."""
+# -- where the ONNX exports of a folder go -------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """fakeface's user cache: ``$XDG_CACHE_HOME/fakeface`` (default ``~/.cache/fakeface``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fakeface"
 
-    def __init__(self, folder, device: str = "auto", precision: str = "auto", channels_last: bool = True):
-        self.checkpoint = load_folder(folder)
-        model, self.preprocess = model_from_checkpoint(self.checkpoint)
-        dev = resolve_device(device)
-        self.name = self.checkpoint["model"]["name"]
-        self.scorer = Scorer(model, self.preprocess, dev, resolve_precision(precision, dev, self.name), channels_last)
-        self.threshold = float(self.checkpoint.get("threshold", 0.5))
-        self.temperature = float(self.checkpoint.get("temperature", 1.0))
+
+def exports_dir(weights: str | os.PathLike) -> Path:
+    """Where the ONNX exports of a folder's ``model.safetensors`` are kept: in the user cache, keyed by the
+    weights' SHA-256, since the folder itself may be read-only (the default detector inside an installed
+    package) and the same weights in two places need one export."""
+    return cache_dir() / "exports" / file_sha256(weights)[:16]

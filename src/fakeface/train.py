@@ -448,7 +448,8 @@ def export_beside(best_path: Path, data: RunData) -> None:
     (fp32 beside it either way), so that ``predict`` and ``serve`` are fast without an export step. Skipped when
     an export of this very file is already there; a failure is a warning, never a failed training."""
     from .detector import exports_beside
-    from .export import check_int8_accuracy, export_onnx
+    from .export import Int8Refused
+    from .export import export_beside as export
 
     try:
         if exports_beside(best_path)[0]:
@@ -456,17 +457,11 @@ def export_beside(best_path: Path, data: RunData) -> None:
         rng = random.Random(0)
         calib = rng.sample(data.train, min(EXPORT_CALIBRATION_IMAGES, len(data.train)))
         guard = rng.sample(data.valid, min(EXPORT_GUARD_IMAGES, len(data.valid)))
-        report = export_onnx(best_path, best_path.with_suffix(".onnx"), quantize="int8",
-                             calibration_data=[s.path for s in calib if s.label >= 0])
-        int8 = Path(report["int8"]["path"])
-        cmp = check_int8_accuracy(report["fp32"]["path"], int8, [s.path for s in guard], [s.label for s in guard])
-        if cmp["passed"]:
-            log.info("exported %s (int8, accuracy %.4f -> %.4f on %d validation images) and %s (fp32)", int8,
-                     cmp["fp32"]["accuracy"], cmp["int8"]["accuracy"], cmp["n"], report["fp32"]["path"])
-        else:
-            int8.unlink(missing_ok=True)
-            log.info("exported %s (fp32); the int8 model lost %.2f accuracy points on the validation images and "
-                     "was not kept", report["fp32"]["path"], 100 * cmp["accuracy_drop"])
+        made = export(best_path, [s.path for s in calib if s.label >= 0], guard, say=log.info, warn=log.warning)
+        log.info("exported %s (int8, passed its accuracy guard on %d validation images) and its fp32 model", made,
+                 len(guard))
+    except Int8Refused as e:
+        log.info("exported the fp32 model only: %s", e)
     except Exception as e:  # the trained run is what matters; the export can be made again with `fakeface export`
         log.warning("no ONNX export written beside %s (%s: %s); `fakeface export --checkpoint %s` makes one",
                     best_path, type(e).__name__, e, best_path)
