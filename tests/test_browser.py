@@ -141,3 +141,40 @@ def test_phone_width_has_no_sideways_scroll(page):
     page.set_viewport_size({"width": 390, "height": 800})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.set_viewport_size({"width": 1100, "height": 900})
+
+
+def test_a_blank_image_with_faces_searched_says_no_face_found(page, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (400, 300), (245, 245, 240)).save(tmp_path / "blank.png")
+    page.check("#faces")
+    try:
+        page.set_input_files("#file", str(tmp_path / "blank.png"))
+        page.wait_for_selector("#verdict.no_face", timeout=60_000)
+        assert page.inner_text("#verdict") == "No face found"
+        assert "P(fake)" not in page.inner_text("#detail") and "%" not in page.inner_text("#detail")
+        assert page.is_hidden(".meter")
+    finally:
+        page.uncheck("#faces")
+
+
+def test_a_synthetic_or_provisional_model_is_announced(page, server):
+    import json
+
+    context = page.context.browser.new_context()
+    fresh = context.new_page()
+
+    def synthetic(route):
+        info = json.loads(route.fetch().text())
+        info.update(data_kind="synthetic", release={"name": "x", "version": "1", "provisional": True,
+                                                    "note": "a stand-in"})
+        route.fulfill(json=info)
+    fresh.goto(server)
+    fresh.wait_for_function("document.getElementById('limit').textContent !== ''")  # /v1/model was read
+    assert fresh.is_hidden("#synthetic") and fresh.is_hidden("#release-note")  # the real model says neither
+    fresh.route("**/v1/model", synthetic)
+    fresh.reload()
+    fresh.wait_for_selector("#synthetic", state="visible", timeout=30_000)
+    assert "synthetic data: not a face detector" in fresh.inner_text("#synthetic").lower()
+    assert "a stand-in" in fresh.inner_text("#release-note")
+    context.close()

@@ -37,3 +37,17 @@ def test_card_without_evaluations_says_how_to_measure(tiny_run, tmp_path):
     assert res.returncode == 0 and "Not evaluated yet: `fakeface evaluate" in card and "Not measured" in card
     bad = fakeface("card", ckpt.parent, "--eval", tmp_path / "nowhere", check=False)
     assert bad.returncode == 2 and "no metrics.json" in bad.stderr
+
+
+def test_card_of_a_synthetic_detector_says_so_first(tiny_run, tmp_path):
+    from fakeface.checkpoint import load_checkpoint, save_atomic
+
+    _, ckpt = tiny_run
+    record = {k: v for k, v in load_checkpoint(ckpt).items() if k != "path"}
+    save_atomic({**record, "data_kind": "synthetic"}, tmp_path / "run" / "best.pt")
+    card = fakeface("card", tmp_path / "run", "--out", tmp_path / "card.md")
+    text = (tmp_path / "card.md").read_text()
+    assert card.returncode == 0 and text.startswith("**SYNTHETIC DATA") and "- Labels: " in text
+    plain = (tmp_path / "plain.md")
+    fakeface("card", ckpt.parent, "--out", plain)
+    assert "SYNTHETIC" not in plain.read_text() and "- Labels: folder names" in plain.read_text()

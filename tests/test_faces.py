@@ -157,3 +157,60 @@ def test_a_detector_that_cannot_be_built_is_one_clear_error(tmp_path):
             FaceDetector(weights=path)
         assert isinstance(e.value, ValueError) and says in str(e.value) and str(path) in str(e.value)
         assert "\n" not in str(e.value) and e.value.__cause__ is None
+
+
+def test_predict_faces_gives_a_row_per_image_and_says_no_face(sample_root, tiny_run, tmp_path, monkeypatch):
+    import io
+    import json
+
+    from fakeface.predict import Detector, PredictionWriter, predict_faces
+
+    detector = Detector(tiny_run[1], device="cpu")
+    face = Image.open(next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "real").glob("*.jpg")))
+    scene = Image.new("RGB", (640, 480), (200, 190, 180))
+    scene.paste(face.convert("RGB").resize((200, 200)), (300, 140))
+    scene.save(tmp_path / "scene.png")
+    Image.new("RGB", (300, 200), (250, 250, 250)).save(tmp_path / "blank.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg" * 10)
+    monkeypatch.chdir(tmp_path)  # short paths: one table line per row
+    paths = ["scene.png", "blank.png", "broken.jpg"]
+
+    scene_row, blank_row, broken_row = predict_faces(detector, paths)
+    assert scene_row["faces_found"] == 1 and scene_row["error"] is None
+    (f,) = scene_row["faces"]
+    assert set(f) >= {"box", "crop", "quad", "landmarks", "score"} and f["whole_image"] is False
+    assert scene_row["p_fake"] == f["p_fake"] and scene_row["pred"] == detector.verdict(f["p_fake"])
+    assert blank_row == {"path": paths[1], "label": None, "p_fake": None, "pred": NO_FACE, "error": None,
+                         "faces": [], "faces_found": 0}
+    assert broken_row["error"] and broken_row["p_fake"] is None and broken_row["pred"] is None
+
+    whole = list(predict_faces(detector, paths[1:2], whole_image_if_none=True))[0]
+    p = float(detector.predict([Image.open(paths[1]).convert("RGB")])[0])
+    assert whole["p_fake"] == pytest.approx(p) and whole["pred"] == detector.verdict(p)
+    assert whole["faces_found"] == 0 and whole["faces"][0]["whole_image"] is True
+
+    # every way of writing the rows says "no face" and prints no probability for it
+    rows = [scene_row, blank_row, broken_row]
+    for json_lines, table_limit in ((True, 1000), (False, 1000), (False, 0)):
+        out = io.StringIO()
+        with PredictionWriter(json_lines, tmp_path / "rows.csv", faces=True, n_rows=3, table_limit=table_limit,
+                              out=out) as writer:
+            for row in rows:
+                writer.write(row)
+        assert (writer.scored, writer.no_face, writer.failed) == (1, 1, 1)
+        text = out.getvalue()
+        if json_lines:
+            blank = json.loads(text.splitlines()[1])
+            assert blank["pred"] == NO_FACE and blank["p_fake"] is None and blank["faces"] == []
+        else:
+            (line,) = [ln for ln in text.splitlines() if "blank.png" in ln]
+            assert "no face" in line and "None" not in line and "0." not in line
+    assert (tmp_path / "rows.csv").read_text().splitlines()[2] == f"blank.png,,{NO_FACE},,0,[]"
+
+
+def test_predict_faces_without_its_weights_is_one_clear_error_before_any_image(tiny_run, tmp_path):
+    from fakeface.predict import Detector, predict_faces
+
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(FaceDetectorError, match="missing"):
+        predict_faces(Detector(tiny_run[1], device="cpu"), [str(tmp_path / "never-read.jpg")], face_weights=missing)

@@ -273,3 +273,11 @@ def test_redraw_run_without_files_raises(tmp_path):
         redraw_run(tmp_path / "empty")
     with pytest.raises(FileNotFoundError):
         redraw_run(tmp_path / "does-not-exist")
+
+
+def test_a_synthetic_detectors_report_says_so_first_and_once(tmp_path):
+    metrics = {"data_kind": "synthetic", "data_note": "SYNTHETIC DATA: textures, not faces.", "accuracy": 0.9}
+    html = write_report(tmp_path, metrics, {}, {}, "cmd").read_text()
+    assert html.count('600">SYNTHETIC DATA: textures, not faces.</p>') == 1 and "<title>SYNTHETIC DATA - " in html
+    assert html.index("SYNTHETIC DATA: textures") < html.index("<h1>")
+    assert "SYNTHETIC" not in write_report(tmp_path / "plain", {"accuracy": 0.9}, {}, {}, "cmd").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from conftest import noise_image
 from fakeface.checkpoint import load_checkpoint, save_atomic
 from fakeface.detector import Detector
 from fakeface.images import DEFAULT_MAX_PIXELS
-from fakeface.serve import ServeConfig, create_app, is_loopback
+from fakeface.serve import DETECT_FACES_DEFAULT, ServeConfig, create_app, is_loopback
 from test_data import _png_bomb
 
 pytestmark = pytest.mark.slow
@@ -53,7 +54,7 @@ def test_health_and_model(client):
 
 def test_predict_matches_the_library(client, checkpoint):
     data = jpeg_bytes(3)
-    r = client.post("/v1/predict", files={"file": ("face.jpg", data, "image/jpeg")})
+    r = client.post("/v1/predict?detect_faces=false", files={"file": ("face.jpg", data, "image/jpeg")})
     assert r.status_code == 200, r.text
     body = r.json()
     from PIL import Image
@@ -111,11 +112,98 @@ def test_requests_the_api_cannot_take_get_one_clear_error(client):
     assert client.head("/healthz").status_code == 200
 
 
-def test_face_search_on_a_thin_image_scores_it_whole(client):
+def test_face_search_on_a_thin_image_finds_no_face(client):
     buf = io.BytesIO()
     noise_image(0, 64).resize((1, 5000)).save(buf, format="PNG")  # shrunk for the search: 0 px wide before
     r = client.post("/v1/predict?detect_faces=true", files={"file": ("thin.png", buf.getvalue())})
+    assert r.status_code == 200 and r.json()["faces_found"] == 0 and r.json()["faces"] == []
+    assert r.json()["verdict"] == "no_face" and r.json()["p_fake"] is None
+    r = client.post("/v1/predict?detect_faces=true&whole_image_if_no_face=true",
+                    files={"file": ("thin.png", buf.getvalue())})
     assert r.status_code == 200 and r.json()["faces_found"] == 0 and r.json()["faces"][0]["whole_image"]
+
+
+def blank_png(size=(400, 300)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (245, 245, 240)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_no_face_found_is_said_not_scored_unless_the_whole_image_is_asked_for(client, checkpoint):
+    from PIL import Image
+
+    r = client.post("/v1/predict?detect_faces=true", files={"file": ("blank.png", blank_png())})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["verdict"], body["p_fake"], body["faces"], body["faces_found"]) == ("no_face", None, [], 0)
+    assert body["face_detection"] == "no face found" and body["image"] == {"width": 400, "height": 300}
+
+    r = client.post("/v1/predict?detect_faces=true&whole_image_if_no_face=true",
+                    files={"file": ("blank.png", blank_png())})
+    body = r.json()
+    expected = Detector(checkpoint, precision="fp32").predict([Image.open(io.BytesIO(blank_png())).convert("RGB")])[0]
+    assert r.status_code == 200 and body["faces_found"] == 0 and body["verdict"] in ("real", "fake")
+    assert body["p_fake"] == pytest.approx(float(expected), abs=1e-5)
+    assert body["faces"] == [{"box": [0, 0, 400, 300], "crop": [0, 0, 400, 300], "p_fake": body["p_fake"],
+                              "verdict": body["verdict"], "whole_image": True}]
+    assert body["face_detection"] == "no face found: the whole image was scored instead"
+
+
+def test_a_found_face_is_described_by_its_aligned_square(client, sample_root):
+    from PIL import Image
+
+    face = Image.open(next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "real").glob("*.jpg")))
+    scene = Image.new("RGB", (640, 480), (200, 190, 180))
+    scene.paste(face.convert("RGB").resize((200, 200)), (300, 140))
+    buf = io.BytesIO()
+    scene.save(buf, format="PNG")
+    body = client.post("/v1/predict?detect_faces=true", files={"file": ("scene.png", buf.getvalue())}).json()
+    assert body["faces_found"] == 1 and body["face_detection"].startswith("1 face(s) found")
+    (row,) = body["faces"]
+    assert row["whole_image"] is False and 0.9 <= row["score"] <= 1 and len(row["landmarks"]) == 5
+    quad = np.array(row["quad"])
+    assert quad.shape == (4, 2) and np.abs(quad.mean(0) - [400, 240]).max() < 20  # centred on the pasted face
+    assert body["p_fake"] == row["p_fake"] and body["verdict"] == row["verdict"] in ("real", "fake")
+
+
+def test_the_face_detector_is_built_on_first_use_and_a_missing_one_is_a_503(checkpoint, tmp_path):
+    from fakeface.faces import FaceDetector
+
+    missing = tmp_path / "no-such-mtcnn.safetensors"
+    app = create_app(ServeConfig(checkpoint=str(checkpoint), precision="fp32", face_weights=str(missing)))
+    with TestClient(app) as c:
+        assert app.state.faces.detector is None and app.state.faces.error is None  # not built at start-up
+        assert c.post("/v1/predict?detect_faces=false", files={"file": ("a.jpg", jpeg_bytes(1))}).status_code == 200
+        for _ in range(2):  # answered the same way each time, and the server goes on
+            r = c.post("/v1/predict?detect_faces=true", files={"file": ("a.jpg", jpeg_bytes(1))})
+            assert r.status_code == 503 and set(r.json()) == {"error"}
+            assert r.json()["error"]["code"] == "face_detector_unavailable"
+            assert "detect_faces=false" in r.json()["error"]["message"]
+            assert str(missing) not in r.json()["error"]["message"]  # the server's paths stay in its log
+        assert c.post("/v1/predict?detect_faces=false", files={"file": ("a.jpg", jpeg_bytes(1))}).status_code == 200
+        assert c.get("/healthz").json() == {"status": "ok"}
+
+    app = create_app(ServeConfig(checkpoint=str(checkpoint), precision="fp32"))
+    with TestClient(app) as c:
+        c.post("/v1/predict?detect_faces=false", files={"file": ("a.jpg", jpeg_bytes(1))})
+        assert app.state.faces.detector is None  # never asked for faces: never built
+        assert c.post("/v1/predict?detect_faces=true", files={"file": ("b.png", blank_png())}).status_code == 200
+        assert isinstance(app.state.faces.detector, FaceDetector)
+
+
+def test_model_info_names_the_release_and_synthetic_data(client, checkpoint, tmp_path):
+    info = client.get("/v1/model").json()
+    assert info["release"] is None and info["data_kind"] is None  # a run's own checkpoint, trained on faces
+    ckpt = {k: v for k, v in load_checkpoint(checkpoint).items() if k != "path"}
+    ckpt["data_kind"] = "synthetic"
+    ckpt["release"] = {"name": "fakeface-test", "version": 0.1, "provisional": True, "note": "a stand-in"}
+    save_atomic(ckpt, tmp_path / "best.pt")
+    with TestClient(create_app(ServeConfig(checkpoint=str(tmp_path / "best.pt"), precision="fp32"))) as c:
+        info = c.get("/v1/model").json()
+    assert info["data_kind"] == "synthetic"
+    assert info["release"] == {"name": "fakeface-test", "version": "0.1", "provisional": True, "note": "a stand-in"}
 
 
 def test_an_unexpected_failure_is_a_json_500_and_the_server_goes_on(checkpoint, monkeypatch):
@@ -158,6 +246,8 @@ def test_concurrent_requests_are_batched(checkpoint):
 def test_web_page_is_self_contained(client):
     html = client.get("/").text
     assert "<title>fakeface" in html and "/v1/predict" in html
+    box = re.search(r'<input id="faces" type="checkbox" ?([a-z-]*)>', html)
+    assert box and box.group(1) == ("checked" if DETECT_FACES_DEFAULT else "")  # the page finds faces as the API does
     assert "http://" not in html and "https://" not in html  # no CDN: works offline
 
 
@@ -308,7 +398,11 @@ def test_openapi_describes_every_answer_once(client):
     assert len(ids) == len(set(ids)), ids
     answers = spec["paths"]["/v1/predict"]["post"]["responses"]
     assert answers["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictResponse"}
-    for status in ("400", "401", "413", "415", "422"):
+    assert "face_detector_unavailable" in answers["503"]["description"]
+    query = {p["name"]: p for p in spec["paths"]["/v1/predict"]["post"]["parameters"]}
+    assert query["detect_faces"]["schema"]["default"] is DETECT_FACES_DEFAULT
+    assert query["whole_image_if_no_face"]["schema"]["default"] is False
+    for status in ("400", "401", "413", "415", "422", "503"):
         assert answers[status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse"), status
     assert "ModelInfo" in spec["paths"]["/v1/model"]["get"]["responses"]["200"]["content"]["application/json"][
         "schema"]["$ref"]

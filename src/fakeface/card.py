@@ -62,6 +62,7 @@ def _data_section(ckpt: dict) -> str:
         return "\n".join(lines + ["- Split sizes: not available (the data is not at this path on this machine)."])
     rows = [[split, class_counts(s)["real"], class_counts(s)["fake"]] for split, s in sorted(index.splits.items())]
     lines.append(f"- Layout: {index.layout}")
+    lines.append(f"- Labels: {index.labels}")
     skipped = len(ckpt.get("skipped") or {})
     lines.append(f"- Unreadable files skipped in training: {skipped}")
     return "\n".join(lines) + "\n\n" + md_table(["split", "real", "fake"], rows)
@@ -221,7 +222,10 @@ def write_card(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         threshold.append(["validation ECE before -> after", each(ece)])
     evaluation = ("\n\n".join(_evaluation_section(p, m) for p, m in evals) if evals else
                   "Not evaluated yet: `fakeface evaluate --checkpoint RUN/best.pt --data DATA --out RUN/eval-test`.")
-    text = f"""# Model card: {name} real-vs-generated face detector
+    synthetic = ("**SYNTHETIC DATA: this detector was trained on generated textures, not on faces; its numbers show "
+                 "that the pipeline works, not how well it finds generated faces.**\n\n"
+                 if ckpt.get("data_kind") == "synthetic" else "")
+    text = f"""{synthetic}# Model card: {name} real-vs-generated face detector
 
 Written by `fakeface card {run_dir}` from the run's files; every number below was measured, none typed.
 

@@ -131,17 +131,29 @@ def predict_distributed(score: Callable[[list[str]], Iterable[dict]], paths: lis
     return None if parts is None else (row for part in parts for row in part)
 
 
-def predict_faces(detector, paths: list[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                  on_progress=None) -> Iterator[dict]:
-    """Like :func:`predict_paths`, for ordinary photos: find the faces of each image and score each one.
+def predict_faces(detector, paths: list[str], max_pixels: int | None = DEFAULT_MAX_PIXELS, on_progress=None,
+                  whole_image_if_none: bool = False, face_weights: str | os.PathLike | None = None
+                  ) -> Iterator[dict]:
+    """Like :func:`predict_paths`, for ordinary photos: find the faces of each image and score each one, aligned
+    as the training faces were (:func:`fakeface.faces.analyse`).
 
-    Rows add ``faces`` (box, crop, P(fake), verdict per face) and ``faces_found``; ``p_fake``/``pred`` are the
-    most suspicious face's. An image without a face is scored whole, and its one face says ``whole_image``.
+    Rows add ``faces`` (per face: box, crop, quad, landmarks, score, P(fake), verdict) and ``faces_found``;
+    ``p_fake``/``pred`` are the most suspicious face's. An image without a face gets ``pred`` ``"no_face"``,
+    ``p_fake`` ``None`` and ``faces`` ``[]`` - unless ``whole_image_if_none``, when it is scored whole and its one
+    face row says ``whole_image``. ``face_weights``: the face detector's weights file (default: the package's).
+
+    Raises:
+        FaceDetectorError: the face detector cannot be built - raised by this call, before any image is read.
     """
-    from .faces import FaceDetector, analyse
+    from .faces import FaceDetector
+
+    return _face_rows(detector, paths, max_pixels, on_progress, whole_image_if_none, FaceDetector(face_weights))
+
+
+def _face_rows(detector, paths, max_pixels, on_progress, whole_image_if_none, face_detector) -> Iterator[dict]:
+    from .faces import analyse
     from .images import ImageLoadError, load_image
 
-    face_detector = FaceDetector()
     for path in paths:
         try:
             img = load_image(path, max_pixels)
@@ -149,18 +161,33 @@ def predict_faces(detector, paths: list[str], max_pixels: int | None = DEFAULT_M
             yield {"path": path, "label": None, "p_fake": None, "pred": None, "error": str(e), "faces": [],
                    "faces_found": 0}
         else:
-            result = analyse(detector, img, face_detector)
+            result = analyse(detector, img, face_detector, whole_image_if_none)
             yield {"path": path, "label": None, "p_fake": result["p_fake"], "pred": result["verdict"], "error": None,
                    "faces": result["faces"], "faces_found": result["faces_found"]}
         if on_progress is not None:
             on_progress(1)
 
 
+def verdict_text(row: dict) -> str:
+    """A row's verdict in words: fake, real, no face (nothing scored) or the reason it could not be read."""
+    if row["error"] is not None:
+        return f"error: {row['error']}"
+    return "no face" if row["p_fake"] is None else row["pred"]
+
+
+def faces_text(row: dict) -> str:
+    """The faces column: how many were found, or that the whole image was scored instead."""
+    if row.get("faces_found"):
+        return str(row["faces_found"])
+    return "none: whole image" if row.get("faces") else "none"
+
+
 class PredictionWriter:
     """Where ``fakeface predict``'s rows go as they are scored: JSON lines, or a table (up to ``table_limit``
     rows; tab-separated lines beyond it, so memory stays flat), and optionally a CSV file written row by row.
 
-    ``faces`` adds the face-detection columns. Counts ``scored`` and ``failed`` rows. Use as a context manager.
+    ``faces`` adds the face-detection columns. Counts ``scored`` rows, ``failed`` ones (unreadable) and
+    ``no_face`` ones (read, but no face found: nothing scored). Use as a context manager.
     """
 
     def __init__(self, json_lines: bool = False, csv_path: str | os.PathLike | None = None, faces: bool = False,
@@ -168,7 +195,7 @@ class PredictionWriter:
         self.json_lines, self.faces, self.out = json_lines, faces, out if out is not None else sys.stdout
         self.keys = ("path", "p_fake", "pred", "error") + (("faces_found", "faces") if faces else ())
         self.table = [] if not json_lines and n_rows <= table_limit else None
-        self.scored = self.failed = 0
+        self.scored = self.failed = self.no_face = 0
         self._csv_file = self._csv = None
         if csv_path is not None:
             Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
@@ -183,8 +210,9 @@ class PredictionWriter:
         self.close(print_table=exc[0] is None)
 
     def write(self, row: dict) -> None:
-        self.scored += row["error"] is None
         self.failed += row["error"] is not None
+        self.no_face += row["error"] is None and row["p_fake"] is None
+        self.scored += row["p_fake"] is not None
         if self._csv is not None:
             self._csv.writerow({**row, "faces": json.dumps(row.get("faces"))})
         if self.json_lines:
@@ -193,7 +221,7 @@ class PredictionWriter:
             self.table.append(row)
         else:
             p = "-" if row["p_fake"] is None else f"{row['p_fake']:.4f}"
-            print(f"{row['path']}\t{p}\t{row['pred'] or 'error: ' + row['error']}", file=self.out)
+            print(f"{row['path']}\t{p}\t{verdict_text(row)}", file=self.out)
 
     def close(self, print_table: bool = True) -> None:
         if self._csv_file is not None:
@@ -217,9 +245,11 @@ def print_table_of(rows: list[dict], faces: bool = False, out=None) -> None:
     if faces:
         table.add_column("faces", justify="right")
     for r in rows:
-        extra = [str(r["faces_found"]) if r.get("faces_found") else "none: whole image"] if faces else []
+        extra = [faces_text(r)] if faces else []
         if r["error"] is not None:
-            table.add_row(escape(r["path"]), "-", f"[yellow]error: {escape(r['error'])}[/]", *([""] if faces else []))
+            table.add_row(escape(r["path"]), "-", f"[yellow]{escape(verdict_text(r))}[/]", *([""] if faces else []))
+        elif r["p_fake"] is None:
+            table.add_row(escape(r["path"]), "-", f"[yellow]{verdict_text(r)}[/]", *extra)
         else:
             style = "red" if r["pred"] == "fake" else "green"
             table.add_row(escape(r["path"]), f"{r['p_fake']:.4f}", f"[{style}]{r['pred']}[/]", *extra)

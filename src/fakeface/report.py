@@ -666,6 +666,12 @@ def write_report(
     (unknown sections rendered generically) and the command. Numbers are written by :func:`format_number`.
     """
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    banner = ""
+    if metrics.get("data_kind") == "synthetic":  # the training demo's detector: said before anything else
+        note = metrics.get("data_note") or "SYNTHETIC DATA: this detector was trained on generated textures, not faces."
+        banner = ('<p style="background:#fde68a;border:2px solid #b45309;padding:0.8rem;font-weight:600">'
+                  f"{_esc(note)}</p>\n")
+        title = title if title.startswith("SYNTHETIC DATA") else f"SYNTHETIC DATA - {title}"
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -675,7 +681,7 @@ def write_report(
 <style>{_CSS}</style>
 </head>
 <body>
-<h1>{_esc(title)}</h1>
+{banner}<h1>{_esc(title)}</h1>
 <p class="sub">Generated {_esc(generated)} by fakeface {_esc(__version__)}. Fake is the positive class.</p>
 <h2>Headline metrics</h2>
 {_headline_table(metrics)}

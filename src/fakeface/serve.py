@@ -41,10 +41,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .detector import Detector, load_detector
 from .explain import explain_image, png_bytes
-from .faces import FaceDetector, analyse, crop_face
+from .faces import NO_FACE, FaceDetector, FaceDetectorError, analyse, crop_face
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 log = logging.getLogger("fakeface.serve")
+
+# Whether the API and the page find faces unless told: off until detect-and-align is shown to keep the default
+# detector's ROC-AUC within 0.01 of scoring aligned faces (benchmarks/face_detection.py)
+DETECT_FACES_DEFAULT = False
 
 
 @dataclass
@@ -60,6 +64,7 @@ class ServeConfig:
     device: str = "auto"
     precision: str = "auto"
     backend: str = "auto"  # as predict --backend
+    face_weights: str | None = None  # the MTCNN weights file; None: the package's
 
 
 MULTIPART_OVERHEAD = 64 * 1024  # a request's body may exceed the upload limit by this much (boundaries, headers)
@@ -135,7 +140,15 @@ class ErrorResponse(BaseModel):
 
 
 class FaceResult(BaseModel):
-    box: list[int] = Field(description="The face box (x0, y0, x1, y1) in image pixels; the whole image if no face")
+    box: list[int] = Field(description="The face box (x0, y0, x1, y1) in image pixels; the whole image if it was "
+                                       "scored whole")
+    crop: list[int] = Field(description="Bounds (x0, y0, x1, y1) of the aligned square that was scored (may reach "
+                                        "past the image)")
+    quad: list[list[float]] | None = Field(None, description="Corners (x, y) of the aligned square: top-left, "
+                                           "bottom-left, bottom-right, top-right of the face")
+    landmarks: list[list[float]] | None = Field(None, description="(x, y) of the left eye, right eye, nose, left "
+                                                "and right mouth corner")
+    score: float | None = Field(None, description="The face detector's confidence that this is a face, 0-1")
     p_fake: float = Field(description="Calibrated probability that the face is generated")
     verdict: str = Field(description="fake or real, at the detector's threshold")
     whole_image: bool = Field(description="True when the whole image was scored as one face crop")
@@ -148,8 +161,10 @@ class ImageSize(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    verdict: str = Field(description="The image's verdict: its most suspicious face's")
-    p_fake: float = Field(description="The most suspicious face's calibrated P(fake)")
+    verdict: str = Field(description="The image's verdict: its most suspicious face's (fake or real), or no_face "
+                                     "when faces were searched for and none was found (nothing scored)")
+    p_fake: float | None = Field(description="The most suspicious face's calibrated P(fake); null when no face "
+                                             "was found")
     threshold: float
     faces: list[FaceResult]
     faces_found: int
@@ -167,6 +182,13 @@ class ModelPreprocess(BaseModel):
     std: list[float]
 
 
+class ModelRelease(BaseModel):
+    name: str | None = Field(None, description="The released detector's name, e.g. fakeface-default")
+    version: str | None = None
+    provisional: bool = Field(False, description="A stand-in until the project's recipe is released: see note")
+    note: str | None = Field(None, description="What a user of this release should know")
+
+
 class ModelInfo(BaseModel):
     architecture: str
     input_size: int = Field(description="Side of the square crop the model scores (= preprocess.input_size)")
@@ -181,6 +203,10 @@ class ModelInfo(BaseModel):
     version: str
     max_upload_bytes: int
     positive_class: str
+    release: ModelRelease | None = Field(description="The release this detector belongs to; null for a run's own "
+                                                     "checkpoint")
+    data_kind: str | None = Field(description="What it was trained on when that is not faces: synthetic (the "
+                                              "training demo's textures: not a face detector); null otherwise")
 
 
 ERRORS = {status: {"model": ErrorResponse, "description": what} for status, what in (
@@ -189,6 +215,8 @@ ERRORS = {status: {"model": ErrorResponse, "description": what} for status, what
     (413, "Upload or image too large"),
     (415, "Not an image in a readable format"),
     (422, "Invalid request (no `file` field, bad query value, heatmap unavailable)"),
+    (503, "Face detection asked for, but this server cannot build its face detector "
+          "(face_detector_unavailable); requests without detect_faces still work"),
 )}
 
 _explain_lock = threading.Lock()
@@ -277,7 +305,44 @@ async def model_info(request: Request) -> ModelInfo:
         calibration=detector.checkpoint.get("calibration"), training=_best_epoch_metrics(detector.checkpoint),
         members=[{"architecture": m.name, "checkpoint": Path(str(m.checkpoint["path"])).name,
                   "threshold": m.threshold} for m in detector.members] if len(detector.members) > 1 else None,
-        version=__version__, max_upload_bytes=config.max_upload_bytes, positive_class="fake")
+        version=__version__, max_upload_bytes=config.max_upload_bytes, positive_class="fake",
+        release=_release(detector.checkpoint.get("release")), data_kind=detector.checkpoint.get("data_kind"))
+
+
+def _release(release) -> ModelRelease | None:
+    """A checkpoint's ``release`` record as the API shows it (a version written as a number read as text)."""
+    if not isinstance(release, dict):
+        return None
+    return ModelRelease(name=_text(release.get("name")), version=_text(release.get("version")),
+                        provisional=bool(release.get("provisional")), note=_text(release.get("note")))
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+class _FaceDetectorSlot:
+    """The face detector, built on the first request that asks for faces (a server that is never asked needs
+    none, and one whose weights are missing still scores face crops). A detector that cannot be built is said
+    once in the log and answered with 503 ``face_detector_unavailable`` from then on."""
+
+    def __init__(self, weights: str | None):
+        self.weights, self.detector, self.error = weights, None, None
+        self.lock = threading.Lock()
+
+    def get(self) -> FaceDetector:
+        with self.lock:
+            if self.detector is None and self.error is None:
+                try:
+                    self.detector = FaceDetector(self.weights)
+                except FaceDetectorError as e:
+                    self.error = str(e)
+                    log.error("%s; requests with detect_faces=true are answered 503", e)
+        if self.error is not None:
+            raise ApiError(503, "face_detector_unavailable", "face detection is unavailable on this server (its face "
+                           "detector could not be loaded; the server log says why): send detect_faces=false to "
+                           "score the image as one face crop")
+        return self.detector
 
 
 class _BatchedDetector:
@@ -300,7 +365,7 @@ class _BatchedDetector:
 class _RecordingFaceDetector:
     """A face detector that keeps what it found, so a heatmap can be drawn on each face's own crop."""
 
-    def __init__(self, face_detector: FaceDetector | None):
+    def __init__(self, face_detector: FaceDetector):
         self.face_detector, self.faces = face_detector, []
 
     def detect(self, img):
@@ -319,8 +384,11 @@ def _decode_error(e: ImageLoadError) -> ApiError:
 
 async def predict(request: Request,
                   file: UploadFile = File(..., description="An image (JPEG, PNG, WebP, ...)"),
-                  detect_faces: bool = Query(False, description="Find faces and score each (for ordinary photos; "
-                                             "already-cropped faces need not)"),
+                  detect_faces: bool = Query(DETECT_FACES_DEFAULT, description="Find faces, align each like the "
+                                             "training faces and score each (for ordinary photos; already-cropped "
+                                             "faces need not). No face found: verdict no_face, nothing scored"),
+                  whole_image_if_no_face: bool = Query(False, description="With detect_faces: when no face is found, "
+                                                       "score the whole image as one face crop instead of no_face"),
                   explain: bool = Query(False, description="Add a Grad-CAM heatmap (PNG, base64) per face")):
     t0 = time.perf_counter()
     state = request.app.state
@@ -343,10 +411,10 @@ async def predict(request: Request,
         keep.mkdir(parents=True, exist_ok=True)
         (keep / f"{uuid.uuid4().hex}.bin").write_bytes(data)
     decoded = time.perf_counter()
-    faces = _RecordingFaceDetector(state.faces) if detect_faces else None
+    faces = _RecordingFaceDetector(await run_in_threadpool(state.faces.get)) if detect_faces else None
     batched = _BatchedDetector(detector, state.batchers, asyncio.get_running_loop())
-    result = await run_in_threadpool(analyse, batched, img, faces)
-    rows = [{k: row[k] for k in ("box", "p_fake", "verdict", "whole_image")} for row in result["faces"]]
+    result = await run_in_threadpool(analyse, batched, img, faces, whole_image_if_no_face)
+    rows = [dict(row) for row in result["faces"]]
     if explain:
         crops = [crop_face(img, f) for f in faces.faces] if faces and faces.faces else [img]
         for row, crop in zip(rows, crops):
@@ -358,6 +426,8 @@ async def predict(request: Request,
         note = "off: the whole image was scored as one face crop"
     elif found:
         note = f"{found} face(s) found; the image verdict is the most suspicious face's"
+    elif result["verdict"] == NO_FACE:
+        note = "no face found"
     else:
         note = "no face found: the whole image was scored instead"
     return {
@@ -369,7 +439,8 @@ async def predict(request: Request,
 
 
 async def index() -> str:
-    return resources.files("fakeface").joinpath("static/index.html").read_text(encoding="utf-8")
+    page = resources.files("fakeface").joinpath("static/index.html").read_text(encoding="utf-8")
+    return page.replace("data-detect-faces-default", "checked" if DETECT_FACES_DEFAULT else "", 1)
 
 
 def load_served_detector(config: ServeConfig):
@@ -408,7 +479,7 @@ def create_app(config: ServeConfig, detector=None) -> FastAPI:
     async def lifespan(app: FastAPI):
         state = app.state
         state.detector = detector if detector is not None else load_served_detector(config)
-        state.faces = FaceDetector()
+        state.faces = _FaceDetectorSlot(config.face_weights)
         # one micro-batcher per model: an ensemble's members batch (and may preprocess) independently
         state.batchers = [MicroBatcher(m.scorer.logits, config.max_batch, config.max_wait_ms)
                           for m in state.detector.members]
@@ -444,7 +515,7 @@ def create_app(config: ServeConfig, detector=None) -> FastAPI:
     # the route's own body limit counts a body sent without a length; one declared too long the middleware
     # answers first (FastAPI's app-wide limit would replace the JSON error with plain text)
     app.add_api_route("/v1/predict", predict, methods=["POST"], response_model=PredictResponse, responses=ERRORS,
-                      response_model_exclude_none=True,  # heatmaps only when asked for
+                      response_model_exclude_unset=True,  # heatmaps only when asked for; a null p_fake stays
                       max_body_size=config.max_upload_bytes + MULTIPART_OVERHEAD, form_limits={"max_files": 1})
     app.add_api_route("/", index, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
     return app
