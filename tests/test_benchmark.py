@@ -23,7 +23,7 @@ from fakeface.benchmark import (
     run,
     run_benchmark,
 )
-from fakeface.export import load_detector
+from fakeface.detector import load_detector
 from fakeface.metrics import bootstrap_ci
 
 N_BOOT = 200

@@ -105,7 +105,6 @@ def test_predict_without_checkpoint_uses_the_default(tiny_run):
     assert "shipped with fakeface" in r.stderr and r.stderr.count("detector:") == 1
 
 
-@pytest.mark.xfail(strict=False, reason="needs wire-faces")
 def test_blank_image_with_faces_asked_is_no_face(tmp_path):
     from PIL import Image
 

@@ -8,8 +8,9 @@ import torch
 
 from conftest import make_folder_dataset, noise_image
 from fakeface.checkpoint import load_checkpoint
+from fakeface.detector import exports_beside, load_detector
 from fakeface.distill import DistillConfig, distill, unlabelled_samples
-from fakeface.export import export_onnx, exports_beside, load_detector
+from fakeface.export import export_onnx
 from fakeface.predict import predict_paths
 from fakeface.train import TrainConfig, train
 
