@@ -12,7 +12,7 @@ Four measurements, each printed (and written to DIR/face_detection.{json,md} wit
    many are found, false faces per scene, and the alignment error - where the eyes of the original aligned
    face land in the re-aligned face, in pixels of the 256 px face (MTCNN's eyes on the original are the
    reference points; the error is the re-alignment's, not MTCNN's).
-3. With ``--checkpoint`` (anything ``fakeface.export.load_detector`` takes): the detector's ROC-AUC on the
+3. With ``--checkpoint`` (anything ``fakeface.detector.load_detector`` takes): the detector's ROC-AUC on the
    aligned faces scored directly vs found, aligned and scored from their scenes, on the faces found.
 4. The Unsplash real photos (tight, unaligned face crops): how often a face is found, and with a checkpoint
    the share called fake when each photo is scored whole vs through detect-and-align.

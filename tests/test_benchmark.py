@@ -181,8 +181,11 @@ def test_onnx_detector_scores_like_its_checkpoint(tiny_run, tiny_suite, tmp_path
 
 
 def test_ensemble_and_run_folder(tiny_run, tiny_suite, tmp_path):
-    _, ckpt = tiny_run
-    single = run([ckpt.parent], tiny_suite, tmp_path / "run", n_boot=0)  # a run folder: its best.pt
+    # a run folder of its own: the shared one may hold an export by now, which the folder would choose
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    ckpt = Path(shutil.copy(tiny_run[1], folder / "best.pt"))
+    single = run([folder], tiny_suite, tmp_path / "run", n_boot=0)  # a run folder: its best.pt
     assert single["detector"]["path"] == str(ckpt)
     pair = run([ckpt, ckpt], tiny_suite, tmp_path / "pair", n_boot=0)
     assert pair["detector"]["name"].startswith("ensemble(")

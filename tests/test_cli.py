@@ -49,7 +49,7 @@ def test_predict_makes_an_export_on_first_use_then_runs_it_quietly_as_asked(tiny
     run = copy_run(tiny_run, tmp_path)
     first = fakeface("predict", "--checkpoint", run, data / "test" / "fake", "--json")
     assert first.returncode == 0, first.stderr
-    assert "made best.onnx" in first.stderr and (run / "best.onnx").is_file()
+    assert f"made {run / 'best.onnx'}," in first.stderr and (run / "best.onnx").is_file()
     assert read_metadata(run / "best.onnx")["precision"] == "fp32"
     assert sorted(p.name for p in run.iterdir()) == ["best.onnx", "best.pt"]  # no temporary file left
     again = fakeface("predict", "--checkpoint", run, data / "test" / "fake", "--json")

@@ -15,6 +15,8 @@ from fakeface.detector import RESOLVERS, Detector, choose_backend, load_detector
 
 def test_resolvers_supply_a_default_and_their_own_detectors(tiny_run, monkeypatch):
     _, best = tiny_run
+    assert load_detector(None, precision="fp32").checkpoint.get("path")  # the packaged default answers None
+    monkeypatch.setattr(detector_module, "RESOLVERS", [])
     with pytest.raises(ValueError, match="no detector given"):
         load_detector(None)
     built = Detector(best, precision="fp32")
@@ -25,7 +27,7 @@ def test_resolvers_supply_a_default_and_their_own_detectors(tiny_run, monkeypatc
     default = load_detector(precision="fp32")
     assert default.checkpoint["path"] == str(best) and default.threshold == load_checkpoint(best)["threshold"]
     assert load_detector("packaged") is built
-    assert RESOLVERS == []  # the module's own list is untouched outside this test
+    assert len(RESOLVERS) == 1  # the module's own list (the model-folder resolver) is untouched outside this test
 
 
 def test_a_first_use_export_that_cannot_be_made_falls_back_to_pytorch(tiny_run, tmp_path, monkeypatch):

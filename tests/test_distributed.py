@@ -217,7 +217,8 @@ def ddp_run(tmp_path_factory):
 @pytest.mark.slow
 def test_torchrun_writes_one_run_folder_from_rank_0(ddp_run):
     run, first = ddp_run["run"], ddp_run["first"]
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "last.pt", "log.csv", "train.log"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.int8.fp32.onnx", "best.int8.onnx", "best.pt", "config.yaml",
+                                                     "last.pt", "log.csv", "train.log"]  # exported once, by rank 0
     with open(run / "log.csv") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
     # Only rank 0 talks: one summary line per epoch on the console and in train.log, one final line.

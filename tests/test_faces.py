@@ -109,7 +109,7 @@ def test_a_tight_face_crop_is_framed_like_ffhq_with_the_missing_margin_filled(sa
 
 
 def test_an_image_without_a_face_says_no_face(tiny_run, finder):
-    from fakeface.predict import Detector
+    from fakeface.detector import Detector
 
     detector = Detector(tiny_run[1], device="cpu")
     for blank in (Image.new("RGB", (300, 200), (250, 250, 250)), Image.new("L", (5, 3000), 40)):
@@ -124,7 +124,7 @@ def test_an_image_without_a_face_says_no_face(tiny_run, finder):
 
 
 def test_faces_are_scored_aligned_and_described(sample_root, tiny_run, finder):
-    from fakeface.predict import Detector
+    from fakeface.detector import Detector
 
     detector = Detector(tiny_run[1], device="cpu")
     face = Image.open(next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "fake").glob("*.jpg")))
@@ -163,7 +163,8 @@ def test_predict_faces_gives_a_row_per_image_and_says_no_face(sample_root, tiny_
     import io
     import json
 
-    from fakeface.predict import Detector, PredictionWriter, predict_faces
+    from fakeface.detector import Detector
+    from fakeface.predict import PredictionWriter, predict_faces
 
     detector = Detector(tiny_run[1], device="cpu")
     face = Image.open(next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "real").glob("*.jpg")))
@@ -209,7 +210,8 @@ def test_predict_faces_gives_a_row_per_image_and_says_no_face(sample_root, tiny_
 
 
 def test_predict_faces_without_its_weights_is_one_clear_error_before_any_image(tiny_run, tmp_path):
-    from fakeface.predict import Detector, predict_faces
+    from fakeface.detector import Detector
+    from fakeface.predict import predict_faces
 
     missing = tmp_path / "missing.safetensors"
     with pytest.raises(FaceDetectorError, match="missing"):

@@ -164,7 +164,7 @@ def test_report_without_files_is_a_clear_error(tmp_path):
 
 
 def test_demo_fast_beats_chance(tmp_path):
-    res = fakeface("demo", "--fast", "--out", tmp_path / "demo")
+    res = fakeface("demo", "--train", "--fast", "--out", tmp_path / "demo")
     out = res.stdout
     assert "SYNTHETIC" in out and "fakeface train --data" in out and "report.html" in out
     metrics = json.loads((tmp_path / "demo" / "eval" / "metrics.json").read_text())
@@ -173,7 +173,7 @@ def test_demo_fast_beats_chance(tmp_path):
 
 
 def test_demo_uses_a_real_dataset_when_told(sample_root, tmp_path):
-    res = fakeface("demo", "--fast", "--epochs", "1", "--data", sample_root, "--out", tmp_path / "demo")
+    res = fakeface("demo", "--train", "--fast", "--epochs", "1", "--data", sample_root, "--out", tmp_path / "demo")
     assert "SYNTHETIC" not in res.stdout and "140k-csv" in res.stdout
     metrics = json.loads((tmp_path / "demo" / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 2 * FAST.n_test  # a bounded slice of the real test split

@@ -251,7 +251,6 @@ def evaluate(
     typer.echo(f"report: {out / 'report.html'}")
 
 
-NO_FACE = "no_face"  # predict --detect-faces' verdict for an image in which no face was found
 
 
 @app.command()
@@ -319,16 +318,14 @@ def predict(
     dist.cleanup()
     if rows is None:  # not rank 0, which writes every row
         return
-    no_face = 0
     try:
         with PredictionWriter(json_out, csv_out, detect_faces, len(inputs)) as writer:
             for row in rows:
-                no_face += row.get("pred") == NO_FACE
                 writer.write(row)
     finally:
         close_progress()
-    scored = writer.scored - no_face  # an image without a face was not scored, like an unreadable one
-    faceless = f", {no_face} without a face" if detect_faces else ""
+    scored = writer.scored  # an image without a face was not scored, like an unreadable one
+    faceless = f", {writer.no_face} without a face" if detect_faces else ""
     typer.echo(f"{scored} scored{faceless}, {writer.failed} unreadable; threshold {detector.threshold:.3f} "
                f"({detector.threshold_policy})", err=True)
     if scored == 0:

@@ -1,7 +1,7 @@
 """Distillation: one small student trained on a teacher detector's probabilities as well as on the labels.
 
 A train config's ``distill:`` section (:class:`DistillConfig`) names the teacher - anything
-:func:`fakeface.export.load_detector` takes: a run folder, checkpoint(s), an ensemble run - and how much its
+:func:`fakeface.detector.load_detector` takes: a run folder, checkpoint(s), an ensemble run - and how much its
 soft targets weigh. Every training batch, after augmentation, is scored by the teacher too (eval mode, no
 gradients, resized on the device to the size the teacher scores at and normalised as its preprocessing says,
 with its own test-time augmentation and calibration), and the loss is
@@ -99,7 +99,7 @@ class Teacher:
     def __init__(self, paths: list[str], device: torch.device, precision: str = "fp32"):
         from .detector import load_detector
 
-        detector = load_detector(paths if len(paths) > 1 else paths[0], device=str(device))
+        detector = load_detector(paths if len(paths) > 1 else paths[0], backend="pytorch", device=str(device))
         self.members = []
         for m in detector.members:
             model = getattr(m.scorer, "model", None)
