@@ -36,6 +36,8 @@ import yaml
 from sklearn.metrics import roc_curve
 
 from fakeface import __version__
+from fakeface.benchmark import COLUMNS as BENCHMARK_MEASURES
+from fakeface.benchmark import run as run_benchmark
 from fakeface.card import fmt, md_table, with_ci
 from fakeface.checkpoint import ENSEMBLE_CALIBRATION, checkpoint_file, expand_checkpoints
 from fakeface.evaluate import evaluate
@@ -48,6 +50,7 @@ PERTURB = {"jpeg": [90, 70, 50], "blur": [1, 2], "resize": [0.5, 0.75], "noise":
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
 SPREAD_HEADER = ["metric", "mean", "std", "min", "max"]
 ROBUSTNESS_HEADER = ["perturbation", "level", "accuracy", "ROC-AUC", "change (mean)", "change (worst)"]
+BENCHMARK_HEADER = ["set", "kind", "measure", "mean", "std", "min", "max"]
 
 
 def cpu_name() -> str:
@@ -99,6 +102,34 @@ def evaluate_once(checkpoints: list[Path], data: str, out: Path, n_boot: int, pe
     return m
 
 
+def benchmark_once(run_dir: Path, suite: Path, n_boot: int) -> dict:
+    """The shared suite scored by one seed's detector (``fakeface benchmark``), or its saved result when the same
+    checkpoints were already scored on the same suite."""
+    files = [checkpoint_file(c) for c in expand_checkpoints([run_dir])]
+    key = {"checkpoints": [file_sha256(c) for c in files], "suite": str(suite.resolve()), "bootstrap": n_boot}
+    out = run_dir / "benchmark"
+    stamp = out / "accuracy-benchmark.json"
+    if stamp.is_file() and (out / "benchmark.json").is_file() and json.loads(stamp.read_text()) == key:
+        print(f"reusing {out / 'benchmark.json'} (same checkpoints and suite)", flush=True)
+        return json.loads((out / "benchmark.json").read_text())
+    result = run_benchmark([run_dir], suite, out, n_boot=n_boot)
+    stamp.write_text(json.dumps(key))
+    return result
+
+
+def benchmark_spread(results: list[dict]) -> list[list[str]]:
+    """Each set's measures across seeds: mean, std, min, max."""
+    rows = []
+    for i, first in enumerate(results[0]["sets"]):
+        for key, value in first["metrics"].items():
+            values = [r["sets"][i]["metrics"][key] for r in results if r["sets"][i]["metrics"][key] is not None]
+            if value is None or not values:
+                continue
+            rows.append([first["name"], first["kind"], BENCHMARK_MEASURES.get(key, key), fmt(float(np.mean(values))),
+                         fmt(float(np.std(values))), fmt(min(values)), fmt(max(values))])
+    return rows
+
+
 def where_the_errors_are(eval_dirs: list[Path]) -> tuple[list[tuple[int, float]], dict[str, int]]:
     """Per run: its errors and the accuracy of the best threshold on the scored split in hindsight (an upper bound
     for any threshold policy: near the accuracy, it is the ranking that limits accuracy, not the threshold); and
@@ -118,7 +149,8 @@ def where_the_errors_are(eval_dirs: list[Path]) -> tuple[list[tuple[int, float]]
     return per_run, counts
 
 
-def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | None, command: str) -> str:
+def write_doc(path: Path, args, cfg: dict, seeds: list[dict], ensemble: dict | None, command: str,
+              benchmarks: list[dict] | None = None) -> str:
     """Write the doc; return the README's results table made from the same numbers."""
     keys = ("accuracy", "roc_auc", "average_precision", "eer", "tpr_at_fpr_1", "ece")
 
@@ -215,6 +247,17 @@ the threshold, that limits accuracy.
 Test images wrong for every seed: {wrong["all"]}; for at least half of the seeds: {wrong["half"]}; for any seed:
 {wrong["any"]} (of {n}).
 """
+    bench = benchmark_spread(benchmarks) if benchmarks else []
+    if bench:
+        text += f"""
+## Cross-generator benchmark (`{args.suite}`, {len(benchmarks)} seeds)
+
+`fakeface benchmark` with each seed's detector at its own threshold (chosen on the valid split); the StyleGAN2
+fakes are a generator the training data does not hold, scored against the test split's reals; the Unsplash
+photos are reals from elsewhere. Each seed's full table, with intervals, is its run's `benchmark/benchmark.md`.
+
+{md_table(BENCHMARK_HEADER, bench)}
+"""
     if ensemble is not None:
         rows = [[name, fmt(r["accuracy"]), fmt(r["roc_auc"]), fmt(r["eer"]), fmt(r["ece"])]
                 for name, r in ensemble["ensemble"]["rows"].items()]
@@ -242,12 +285,13 @@ Python {platform.python_version()}
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    return readme_table(spread, robustness, args.config, len(seeds), n, path, Path(args.readme or "README.md"))
+    return readme_table(spread, robustness, args.config, len(seeds), n, path, Path(args.readme or "README.md"), bench)
 
 
 def readme_table(spread: list[list[str]], robustness: list[list[str]], config: str, n_seeds: int, n_images: int,
-                 doc: Path, readme: Path) -> str:
-    """The README's few headline lines, from the doc's spread and robustness rows (as the doc prints them)."""
+                 doc: Path, readme: Path, bench: list[list[str]] | None = None) -> str:
+    """The README's few headline lines, from the doc's spread, robustness and benchmark rows (as the doc prints
+    them)."""
     by_metric = {row[0]: [float(v) for v in row[1:]] for row in spread}
     rows = []
     for key, name in (("accuracy", "accuracy"), ("roc_auc", "ROC-AUC"), ("tpr_at_fpr_1", "fakes caught at 1 % FPR")):
@@ -259,14 +303,21 @@ def readme_table(spread: list[list[str]], robustness: list[list[str]], config: s
         row = next((r for r in robustness if r[0] == perturbation and r[1] == level), None)
         if row is not None:
             rows.append([name, f"{float(row[4]):+.3f}", f"worst seed {float(row[5]):+.3f}"])
+    for kind, measure, name in (("generator", "ROC-AUC", "ROC-AUC on an unseen generator: {}"),
+                                ("generator", BENCHMARK_MEASURES["tpr_at_threshold"], "{} fakes caught"),
+                                ("real", BENCHMARK_MEASURES["fpr_at_threshold"], "{} reals flagged fake")):
+        for row in (r for r in bench or [] if r[1] == kind and r[2] == measure):
+            mean, std, low, high = (float(v) for v in row[3:])
+            rows.append([name.format(row[0]), f"{mean:.3f} +- {std:.3f}", f"{low:.3f} - {high:.3f}"])
     link = os.path.relpath(doc.resolve(), readme.resolve().parent)
     return (f"`{config}` on the test split ({n_images} images), {n_seeds} seeds; written by "
             f"`python benchmarks/accuracy.py`, every table in [{link}]({link}).\n\n"
             + md_table([f"test split, {n_seeds} seeds", "mean +- std", "range"], rows))
 
 
-def doc_tables(doc: Path) -> tuple[list[list[str]], list[list[str]], str, int, int]:
-    """Read back what :func:`write_doc` wrote: (spread rows, robustness rows, config, seeds, test images)."""
+def doc_tables(doc: Path) -> tuple[list[list[str]], list[list[str]], str, int, int, list[list[str]]]:
+    """Read back what :func:`write_doc` wrote: (spread rows, robustness rows, config, seeds, test images,
+    benchmark rows)."""
     text = doc.read_text()
 
     def table(header: list[str]) -> list[list[str]]:
@@ -285,7 +336,7 @@ def doc_tables(doc: Path) -> tuple[list[list[str]], list[list[str]], str, int, i
     images = re.search(r"test split of (\d+) images", text)
     seeds = re.search(r"## Spread across (\d+) seeds", text)
     return (spread, robustness, config.group(1) if config else "?", int(seeds.group(1)) if seeds else 0,
-            int(images.group(1)) if images else 0)
+            int(images.group(1)) if images else 0, table(BENCHMARK_HEADER))
 
 
 def rewrite_readme(readme: Path, table: str) -> None:
@@ -308,6 +359,8 @@ def main():
     ap.add_argument("--doc", default="docs/results.md")
     ap.add_argument("--epochs", type=int, help="override the config (quick checks only)")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--suite", default=str(REPO / "configs" / "benchmarks" / "shared.yaml"),
+                    help="the benchmark suite each seed's detector is scored on ('none': no benchmark)")
     ap.add_argument("--readme", help="also rewrite this README's results table (between its markers)")
     ap.add_argument("--readme-only", action="store_true",
                     help="only rewrite --readme's table from the tables already in --doc (no training)")
@@ -315,7 +368,9 @@ def main():
     if args.readme_only:
         if not args.readme:
             ap.error("--readme-only needs --readme")
-        rewrite_readme(Path(args.readme), readme_table(*doc_tables(Path(args.doc)), Path(args.doc), Path(args.readme)))
+        spread, robustness, config, n_seeds, n_images, bench = doc_tables(Path(args.doc))
+        rewrite_readme(Path(args.readme), readme_table(spread, robustness, config, n_seeds, n_images, Path(args.doc),
+                                                       Path(args.readme), bench))
         print(f"rewrote the results table in {args.readme} from {args.doc}")
         return
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/accuracy.py", *sys.argv[1:]])
@@ -337,6 +392,14 @@ def main():
                       "eval_dir": run_dir / "eval-test"})
         print(f"seed {seed}: accuracy {with_ci(m, 'accuracy')}  ROC-AUC {with_ci(m, 'roc_auc')}  "
               f"(training {seconds / 60:.1f} min, {time.perf_counter() - t0:.0f} s in all)", flush=True)
+    benchmarks = []
+    if args.suite != "none":
+        for seed in args.seeds:
+            result = benchmark_once(Path(args.runs) / f"seed{seed}", Path(args.suite), args.bootstrap)
+            benchmarks.append(result)
+            print(f"seed {seed} benchmark: " + ", ".join(
+                f"{r['name']} " + ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items() if v is not None)
+                for r in result["sets"]), flush=True)
     ensemble = None
     if len(seeds) > 1:
         ensemble = evaluate_once([Path(args.runs) / f"seed{s}" for s in args.seeds], args.data,
@@ -344,7 +407,7 @@ def main():
         print(f"ensemble: accuracy {with_ci(ensemble, 'accuracy')}  ROC-AUC {with_ci(ensemble, 'roc_auc')}")
     cfg = load_config(args.config, overrides).to_dict()
     cfg.pop("data"), cfg.pop("out"), cfg.pop("seed")
-    table = write_doc(Path(args.doc), args, cfg, seeds, ensemble, command)
+    table = write_doc(Path(args.doc), args, cfg, seeds, ensemble, command, benchmarks)
     print(f"wrote {args.doc}")
     if args.readme:
         rewrite_readme(Path(args.readme), table)

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # this checkout's fakeface, also where another is installed
 
 from fakeface import __version__  # noqa: E402
+from fakeface.benchmark import run as run_benchmark  # noqa: E402
 from fakeface.calibrate import calibrate, calibrate_ensemble, ensemble_calibrated  # noqa: E402
 from fakeface.card import write_card  # noqa: E402
 from fakeface.checkpoint import checkpoint_file, ensemble_members, load_checkpoint, save_atomic  # noqa: E402
@@ -133,9 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="override the config's epochs (a provisional stand-in)")
     ap.add_argument("--limit-train", type=int, help="train on this many images (a provisional stand-in)")
     ap.add_argument("--provisional", action="store_true", help="mark the card provisional (implied by the two above)")
+    ap.add_argument("--suite", type=Path, default=REPO / "configs" / "benchmarks" / "shared.yaml",
+                    help="the benchmark suite whose table goes into the card (give 'none' to skip)")
     ap.add_argument("--examples", type=Path, default=REPO / "examples",
                     help="write what the detector says of these into their expected.csv (only with the default --out)")
     args = ap.parse_args(argv)
+    if args.suite is not None and args.suite.name == "none":
+        args.suite = None
     say = print
     t0 = time.perf_counter()
     work = args.work.resolve()
@@ -166,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         metrics[split].update(data=args.data.name, images=m["images"]["scored"])
         say(f"{split}: {headline(m)}")
 
+    if args.suite is not None:  # the card and config.json carry the cross-generator table
+        result = run_benchmark(package, args.suite, package / "benchmark", workers=0, n_boot=200)
+        metrics["benchmark"] = {s["name"]: {k: v for k, v in s["metrics"].items() if v is not None}
+                                for s in result["sets"]}
+        say(f"benchmarked on {args.suite}: {', '.join(benchmark_line(s) for s in result['sets'])}")
+
     data = data_record(args.data)
     n_train = int(train_config.get("limit_train") or data["train_files"])
     release = {"name": args.name, "version": args.version, "provisional": provisional}
@@ -193,14 +204,23 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {args.dtype} weights lose ROC-AUC on the test split: rerun with --dtype float32")
         return 1
     if shipped:
-        from fakeface.demo import read_examples, score_examples, write_verdicts
+        from fakeface.demo import read_examples, read_verdicts, score_examples, write_readme_demo_block, write_verdicts
 
         detector = load_detector(folder, "as-given", "cpu")
         expected = write_verdicts(score_examples(detector, read_examples(args.examples)),
                                   args.examples / "expected.csv")
-        say(f"wrote {expected}")
+        write_readme_demo_block(REPO / "README.md", read_verdicts(expected))
+        say(f"wrote {expected} and its table in README.md")
     say(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def benchmark_line(s: dict) -> str:
+    """One set's headline: ROC-AUC and share caught where it has fakes, else its false-positive rate."""
+    m = s["metrics"]
+    if m.get("roc_auc") is not None:
+        return f"{s['name']} ROC-AUC {m['roc_auc']:.3f}, caught {m['tpr_at_threshold']:.3f}"
+    return f"{s['name']} false-positive rate {m['fpr_at_threshold']:.3f}"
 
 
 def card_body(release: dict, provenance: dict, metrics: dict, card_path: Path) -> str:
@@ -224,7 +244,7 @@ def card_body(release: dict, provenance: dict, metrics: dict, card_path: Path) -
              f"- Seed: {provenance['seed']}; config: in config.json (`provenance.config`)", "",
              "| split | ROC-AUC | accuracy | images |", "|---|---|---|---|"]
     head += [f"| {s} | {m.get('roc_auc', float('nan')):.4f} | {m.get('accuracy', float('nan')):.4f} | "
-             f"{m.get('images')} |" for s, m in metrics.items()]
+             f"{m.get('images')} |" for s, m in metrics.items() if s in ("valid", "test")]
     card = card_path.read_text(encoding="utf-8").replace(str(card_path.parent), shown(card_path.parent))
     card = card.replace("# Model card", "## Model card", 1)
     return "\n".join(head) + "\n\n" + card.replace("\n## ", "\n### ").replace("\n### Model card", "\n## Model card")

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from conftest import REPO
+from fakeface.benchmark import COLUMNS as BENCHMARK_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -21,9 +22,14 @@ def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 8, "image_size": 80, "precision": "fp32",
                                       "workers": 0, "calibrate": "balanced", "tta": "flip"}))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "tiny", "labelled": {"tiny-test": {"data": str(data), "split": "test"}},
+                                     "generators": {"tiny-fakes": {"fakes": str(data / "test" / "fake"),
+                                                                   "reals": "tiny-test"}},
+                                     "real": {"tiny-reals": {"images": str(data / "valid" / "real")}}}))
     doc, runs = tmp_path / "results.md", tmp_path / "runs"
     cmd = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), "--config", str(config), "--data", str(data),
-           "--seeds", "0", "1", "--runs", str(runs), "--doc", str(doc), "--bootstrap", "50"]
+           "--seeds", "0", "1", "--runs", str(runs), "--doc", str(doc), "--suite", str(suite), "--bootstrap", "50"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     text = doc.read_text()
@@ -52,12 +58,24 @@ def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
     ens = json.loads((runs / "eval-ensemble" / "metrics.json").read_text())
     assert f"| ensemble | {ens['accuracy']:.4f} | {ens['roc_auc']:.4f}" in text
     assert "| jpeg | 50 |" in text and "| resize | 0.5 |" in text and "Command: `python benchmarks/accuracy.py" in text
+    # the benchmark of each seed, spread across seeds, as benchmark.json has it
+    results = [json.loads((runs / f"seed{s}" / "benchmark" / "benchmark.json").read_text()) for s in (0, 1)]
+    caught = [r["sets"][1]["metrics"]["tpr_at_threshold"] for r in results]
+    fpr = [r["sets"][2]["metrics"]["fpr_at_threshold"] for r in results]
+    assert f"| tiny-fakes | generator | fakes caught at threshold | {sum(caught) / 2:.4f} |" in text
+    assert f"| tiny-reals | real | {BENCHMARK_COLUMNS['fpr_at_threshold']} | {sum(fpr) / 2:.4f} |" in text
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:begin -->\n<!-- results:end -->\n")
+    again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "accuracy.py"), "--doc", str(doc), "--readme",
+                            str(readme), "--readme-only"], capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"| tiny-fakes fakes caught | {sum(caught) / 2:.3f} +- " in readme.read_text()
     # a second call reuses the finished runs (no retraining) and their evaluations, and writes the same tables
     before = (runs / "seed0" / "log.csv").read_text()
-    scored = {p: p.stat().st_mtime_ns for p in runs.rglob("metrics.json")}
+    scored = {p: p.stat().st_mtime_ns for p in runs.rglob("metrics.json") if p.parent.name.startswith("eval")}
     assert len(scored) == 3
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-    assert again.returncode == 0 and again.stdout.count("reusing") == 3, again.stdout
+    assert again.returncode == 0 and again.stdout.count("reusing") == 5, again.stdout  # 3 evaluations, 2 benchmarks
     assert (runs / "seed0" / "log.csv").read_text() == before and doc.read_text() == text
     assert {p: p.stat().st_mtime_ns for p in scored} == scored
     # other settings score again
@@ -74,7 +92,7 @@ def test_an_ensemble_recipe_is_measured_as_one_detector_per_seed(tiny_run, tmp_p
                                       "precision": "fp32", "workers": 0, "calibrate": "balanced", "members": 2}))
     doc, runs = tmp_path / "results.md", tmp_path / "runs"
     cmd = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), "--config", str(config), "--data", str(data),
-           "--seeds", "1", "--runs", str(runs), "--doc", str(doc), "--bootstrap", "20"]
+           "--seeds", "1", "--runs", str(runs), "--doc", str(doc), "--bootstrap", "20", "--suite", "none"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     text = doc.read_text()

@@ -20,7 +20,10 @@ from fakeface.demo import (
     mark_synthetic_checkpoints,
     mark_synthetic_evaluation,
     read_examples,
+    read_verdicts,
+    readme_demo_block,
     run_examples_demo,
+    verdicts_markdown,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +69,13 @@ def test_demo_scores_the_examples_as_expected(tmp_path):
     assert result["release"] in text and "fakeface-default" in text
     assert "serve" in text and str(result["report"].resolve()) in text
     assert all(r["file"] in text for r in got)
+
+
+def test_readme_shows_what_the_default_says_of_the_examples():
+    expected = read_verdicts(EXAMPLES_DIR / "expected.csv")
+    shown = readme_demo_block((REPO / "README.md").read_text())
+    assert shown == verdicts_markdown(expected)
+    assert all(f"| {r['file']} | {r['label']} | {r['p_fake']} | {r['verdict']}" in shown for r in expected)
 
 
 def test_demo_refuses_a_folder_without_labels(tmp_path):

@@ -203,6 +203,42 @@ def write_verdicts(rows: list[dict], path: str | os.PathLike) -> Path:
     return path
 
 
+README_BEGIN, README_END = "<!-- demo:begin -->", "<!-- demo:end -->"
+
+
+def read_verdicts(path: str | os.PathLike) -> list[dict]:
+    """What :func:`write_verdicts` wrote (examples/expected.csv), as CSV rows."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def verdicts_markdown(rows: list[dict]) -> str:
+    """The README's demo table, from examples/expected.csv's rows (what the shipped default says of each example)."""
+    lines = ["| image | true | P(fake) | verdict |", "|---|---|---|---|"]
+    for r in rows:
+        mark = "" if r["verdict"] == r["label"] else " (wrong)"
+        lines.append(f"| {r['file']} | {r['label']} | {r['p_fake'] or '-'} | {r['verdict']}{mark} |")
+    right = sum(r["verdict"] == r["label"] for r in rows)
+    return "\n".join(lines) + f"\n\n{right} of {len(rows)} right."
+
+
+def readme_demo_block(readme: str) -> str:
+    """The text between the README's demo markers."""
+    if readme.count(README_BEGIN) != 1 or readme.count(README_END) != 1:
+        raise ValueError(f"the README needs one {README_BEGIN} and one {README_END} line")
+    return readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
+
+
+def write_readme_demo_block(readme_path: str | os.PathLike, rows: list[dict]) -> None:
+    """Replace the README's demo table with ``rows``' (make_default.py, after it writes expected.csv)."""
+    path = Path(readme_path)
+    text = path.read_text(encoding="utf-8")
+    readme_demo_block(text)  # the markers are there, once each
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    path.write_text(f"{head}{README_BEGIN}\n{verdicts_markdown(rows)}\n{README_END}{tail}", encoding="utf-8")
+
+
 def verdict_table(rows: list[dict], threshold: float) -> list[str]:
     """The printed table: file, true label, P(fake), verdict, and whether it is right."""
     lines = [f"{'image':<32} {'true':<5} {'P(fake)':>8}  verdict (threshold {threshold:.3f})"]
