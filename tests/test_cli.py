@@ -112,3 +112,62 @@ def test_blank_image_with_faces_asked_is_no_face(tmp_path):
     r = fakeface("predict", tmp_path / "blank.png", "--detect-faces", "--json")
     assert r.returncode == 1, r.stderr
     assert json.loads(r.stdout.splitlines()[0])["pred"] == "no_face"
+
+
+def test_every_command_runs_the_shipped_default_without_a_checkpoint(tiny_run, tmp_path):
+    import os
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    import yaml
+
+    from fakeface.hub import read_config
+
+    data, _ = tiny_run
+    image = next((data / "test" / "fake").glob("*.jpg"))
+
+    def ok(*args):
+        r = fakeface(*args)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count("detector: fakeface-default") == 1, r.stderr  # named once, the shipped one
+        return r
+
+    ok("explain", image, "--out", tmp_path / "heat.png")
+    assert (tmp_path / "heat.png").stat().st_size > 0
+    ok("evaluate", "--data", data, "--split", "test", "--out", tmp_path / "eval", "--bootstrap", "0")
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["images"]["scored"] == 16
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "tiny", "labelled": {"t": {"data": str(data), "split": "test"}},
+                                     "real": {"r": {"images": str(data / "valid" / "real")}}}))
+    ok("benchmark", "--suite", suite, "--out", tmp_path / "bench", "--bootstrap", "0")
+    assert json.loads((tmp_path / "bench" / "benchmark.json").read_text())["detector"]["name"]
+    # calibrate: the packaged folder is never rewritten; --out makes a model folder under the same release
+    refused = fakeface("calibrate", "--data", data)
+    assert refused.returncode == 2 and "model folder" in refused.stderr and "Traceback" not in refused.stderr
+    ok("calibrate", "--data", data, "--policy", "fpr=0.1", "--out", tmp_path / "recal")
+    config = read_config(tmp_path / "recal")
+    assert config["threshold_policy"] == "fpr=0.1" and config["release"]["name"] == "fakeface-default"
+    again = fakeface("predict", "--checkpoint", tmp_path / "recal", image, "--json")
+    assert again.returncode == 0 and f"threshold {config['threshold']:.3f} (fpr=0.1)" in again.stderr
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "fakeface", "serve", "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                info = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/model", timeout=2))
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None and time.time() < deadline, "server did not start"
+                time.sleep(0.3)
+        assert info["release"]["name"] == "fakeface-default"
+    finally:
+        proc.terminate()
+        logs = proc.communicate(timeout=30)[0]
+    assert logs.count("detector: fakeface-default") == 1, logs

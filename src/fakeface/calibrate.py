@@ -38,6 +38,7 @@ from .checkpoint import (
 from .data import DataError
 from .detector import Detector, ensemble_threshold, load_detector
 from .files import write_text_atomic
+from .hub import is_model_folder, save_folder
 from .metrics import expected_calibration_error
 from .predict import predict_paths
 from .scoring import p_fake
@@ -129,7 +130,14 @@ def calibrate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = No
               "log_loss_after": float(log_loss(y, p_cal, labels=[0, 1]))}
     state["calibration"] = result
     target = Path(out) if out is not None else src
-    save_atomic(state, target)
+    if is_model_folder(src) and target == src:
+        raise ValueError(f"{src} is a model folder, which calibrate does not rewrite in place (it may be the one "
+                         "inside the package): give --out, a new folder or a .pt file")
+    if not is_model_folder(src) or target.suffix == ".pt":
+        save_atomic(state, target)
+    else:  # a model folder's calibration makes a model folder, under the release name it had
+        release = state.get("release") or {}
+        save_folder(state, target, name=release.get("name"), version=release.get("version"))
     result["checkpoint"] = str(target)
     result["skipped_files"] = [f"{r['path']}: {r['error']}" for r in rows if r["error"] is not None]
     return result

@@ -361,9 +361,10 @@ def card(
 
 @app.command()
 def calibrate(
-    checkpoint: Annotated[Path, typer.Option(
+    checkpoint: Annotated[Path | None, typer.Option(
         help="Checkpoint to calibrate (rewritten in place unless --out); an ensemble run folder: each member, "
-             "then the ensemble's own threshold (RUN/calibration.json).")],
+             "then the ensemble's own threshold (RUN/calibration.json); a model folder (--out needed). Default: "
+             "the detector shipped with fakeface.")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset with a valid split (default: the run's split.csv).")] = None,
     policy: Annotated[str, typer.Option(help="Threshold policy: balanced (EER), fpr=0.01, or a number.")] = "balanced",
     out: Annotated[Path | None, typer.Option(help="Write the calibrated checkpoint here instead.")] = None,
@@ -378,6 +379,7 @@ def calibrate(
     from .calibrate import calibrate_ensemble
     from .checkpoint import ensemble_members
 
+    checkpoint = detector_source([checkpoint] if checkpoint else None)[0]
     targets = ensemble_members(checkpoint) or [checkpoint]
     if len(targets) > 1 and out is not None:
         raise fail(f"{checkpoint} is an ensemble: its members are calibrated in place (drop --out)")
@@ -445,13 +447,13 @@ def explain(
     """Grad-CAM heatmap of the regions that drove the score (red: towards fake), overlaid on the image."""
     from PIL import Image
 
-    from .detector import Detector
+    from .detector import Detector, resolve_sources
     from .explain import save_explanation
     from .images import ImageLoadError, load_image
 
     if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:
         raise fail(f"--out {out}: name an image file to write, e.g. heatmap.png")
-    detector = Detector(detector_source([checkpoint] if checkpoint else None)[0])
+    detector = Detector(resolve_sources(detector_source([checkpoint] if checkpoint else None))[0])  # hub ids too
     try:
         img = load_image(image)
     except ImageLoadError as e:

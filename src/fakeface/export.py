@@ -111,6 +111,8 @@ def _metadata(ckpt: dict, precision: str, **extra) -> dict[str, str]:
         "epoch": ckpt.get("epoch"),
         "calibration": ckpt.get("calibration"),
         "source_checkpoint": Path(ckpt["path"]).name if "path" in ckpt else None,
+        "release": ckpt.get("release"),  # the name and version users are shown (a model folder's)
+        "data_kind": ckpt.get("data_kind"),  # "synthetic" for the training demo's
         "input": INPUT_NAME,
         "output": OUTPUT_NAME,
         **extra,

@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .detector import Detector, load_detector
+from .detector import Detector, load_detector, resolve_sources
 from .explain import explain_image, png_bytes
 from .faces import NO_FACE, FaceDetector, FaceDetectorError, analyse, crop_face
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
@@ -559,8 +559,8 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecu
         raise ValueError(f"port must be 0-65535, got {port}")
     if config.max_upload_bytes <= 0:
         raise ValueError(f"the upload limit must be positive, got {config.max_upload_bytes:,} bytes")
-    for path in [config.checkpoint] if isinstance(config.checkpoint, str) else config.checkpoint:
-        if not Path(path).exists():
+    for path in resolve_sources(config.checkpoint):  # hub ids and the default resolved, as load_detector does
+        if isinstance(path, Path) and not path.exists():
             raise FileNotFoundError(f"checkpoint not found: {path}")
     _check_port_free(host, port)  # before loading: uvicorn would print its start-up lines, then fail
     detector = load_served_detector(config)  # a bad checkpoint is one line here, not a failed start-up
