@@ -35,10 +35,11 @@ from fakeface import __version__  # noqa: E402
 from fakeface.benchmark import run as run_benchmark  # noqa: E402
 from fakeface.calibrate import calibrate, calibrate_ensemble, ensemble_calibrated  # noqa: E402
 from fakeface.card import write_card  # noqa: E402
-from fakeface.checkpoint import checkpoint_file, ensemble_members, load_checkpoint, save_atomic  # noqa: E402
+from fakeface.checkpoint import FOLDER_WEIGHTS, checkpoint_file, ensemble_members, load_checkpoint, save_atomic  # noqa: E402
 from fakeface.data import discover  # noqa: E402
 from fakeface.detector import load_detector  # noqa: E402
 from fakeface.evaluate import evaluate, headline  # noqa: E402
+from fakeface.export import Int8Refused, export_run  # noqa: E402
 from fakeface.hub import DEFAULT_DIR, INFERENCE_KEYS, TRAINING_KEYS, save_folder  # noqa: E402
 from fakeface.metrics import compute_metrics  # noqa: E402
 from fakeface.predict import predict_paths  # noqa: E402
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--provisional", action="store_true", help="mark the card provisional (implied by the two above)")
     ap.add_argument("--suite", type=Path, default=REPO / "configs" / "benchmarks" / "shared.yaml",
                     help="the benchmark suite whose table goes into the card (give 'none' to skip)")
+    ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="ship the int8 ONNX export in the folder where it passes its accuracy guard")
     ap.add_argument("--examples", type=Path, default=REPO / "examples",
                     help="write what the detector says of these into their expected.csv (only with the default --out)")
     args = ap.parse_args(argv)
@@ -190,9 +193,12 @@ def main(argv: list[str] | None = None) -> int:
                                                               [package / "eval-valid", package / "eval-test"]))
     folder = save_folder(package, args.out, dtype=args.dtype, name=args.name, version=args.version, card=body,
                          license=LICENSE, extra={"release": release, "provenance": provenance, "metrics": metrics})
-    size_mb = sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 1e6
     check = compare_folder(folder, package, args.data)
-    say(f"wrote {folder}: weights {size_mb:.1f} MB ({args.dtype}); test ROC-AUC {check['folder']['roc_auc']:.4f} "
+    if args.int8:
+        ship_int8(folder, args.data, say)
+    size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in (".safetensors", ".onnx")) / 1e6
+    say(f"wrote {folder}: weights {size_mb:.1f} MB ({args.dtype}, int8 ONNX beside it where it passed its accuracy "
+        f"guard); test ROC-AUC {check['folder']['roc_auc']:.4f} "
         f"(checkpoint {check['checkpoint']['roc_auc']:.4f}), largest P(fake) change {check['max_abs_diff_p']:.4f}")
     shipped = args.out.resolve() == DEFAULT_DIR
     if size_mb > MAX_MB:
@@ -213,6 +219,22 @@ def main(argv: list[str] | None = None) -> int:
         say(f"wrote {expected} and its table in README.md")
     say(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def ship_int8(folder: Path, data: Path, say) -> Path | None:
+    """The folder's int8 ONNX export, beside its weights, where ``predict``/``serve`` take it without an export
+    step of their own (the fastest backend on a CPU); kept only where it passes the int8 accuracy guard on the
+    data's valid split. Its fp32 intermediate is not shipped: first use makes one in the user cache if needed."""
+    out = folder / f"{FOLDER_WEIGHTS.rsplit('.', 1)[0]}.int8.onnx"
+    try:
+        export_run(folder, out, quantize="int8", calibration_data=data, say=say, warn=say)  # guard in its metadata
+    except Int8Refused as e:
+        say(f"no int8 model shipped: {e}")
+        return None
+    finally:
+        for extra in folder.glob("*.fp32.onnx"):
+            extra.unlink()
+    return out
 
 
 def benchmark_line(s: dict) -> str:
