@@ -41,7 +41,7 @@ from .checkpoint import (
     model_from_checkpoint,
     validation_samples,
 )
-from .data import DataError, FaceDataset, Sample, discover
+from .data import DataError, FaceDataset, Sample, decoded_batches, discover
 from .files import atomic_path, file_sha256, temp_path_beside
 from .hub import exports_dir
 from .images import ImageLoadError, load_image
@@ -56,7 +56,6 @@ from .onnx_runtime import (
     session,
     session_metadata,
 )
-from .predict import decoded_batches
 from .preprocess import Normalize, Preprocess
 from .scoring import p_fake
 from .text import fmt
