@@ -34,14 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sklearn.metrics import roc_curve
 
 from . import FAKE, REAL, __version__
-from .card import md_table
 from .data import SPLIT_ALIASES, DataError, Sample, class_counts, discover
 from .detector import load_detector  # the one place this module gets its detectors from
+from .figures import COLORS, new_figure, save_figure
 from .files import write_text_atomic
 from .images import is_image_file
 from .metrics import bootstrap_ci, compute_metrics
 from .predict import expand_inputs, predict_paths
-from .report import COLORS, _figure, _save
+from .text import md_table
 
 SCHEMA_VERSION = 1
 FILES = {"json": "benchmark.json", "markdown": "benchmark.md", "plot": "benchmark.png", "scores": "scores.csv"}
@@ -434,7 +434,7 @@ def _write_scores(path: Path, scores: dict[str, dict]) -> None:
 def plot_benchmark(result: dict, path: str | os.PathLike) -> Path:
     """Left: the ROC curve of every labelled and generator set. Right: at the detector's threshold, the share of
     fakes caught (labelled and generator sets) and of reals flagged (labelled and real sets), with intervals."""
-    fig = _figure(12.0, 5.0)
+    fig = new_figure(12.0, 5.0)
     roc_ax, bar_ax = fig.subplots(1, 2)
     roc_ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", label="chance")
     for s in result["sets"]:
@@ -463,7 +463,7 @@ def plot_benchmark(result: dict, path: str | os.PathLike) -> Path:
     bar_ax.set(xlim=(0, 1), xlabel="share of images flagged fake",
                title=f"At the detector's threshold ({result['detector']['threshold']:.3f})")
     bar_ax.grid(alpha=0.3, axis="x")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run(checkpoints, suite_path: str | os.PathLike, out_dir: str | os.PathLike, batch_size: int = 64,
