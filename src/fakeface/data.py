@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from . import CLASS_NAMES, FAKE, REAL
 from .augment import AugmentConfig, train_view
+from .files import atomic_path
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, is_image_file, load_image, load_pixels
 from .preprocess import Preprocess, to_uint8_tensor
 from .synthfake import synth_fake
@@ -335,13 +336,11 @@ def require_both_classes(samples: list[Sample], what: str) -> None:
 
 def write_split_csv(path: Path, splits: dict[str, list[Sample]]) -> None:
     """Record exactly which file went to which split (for runs that made their own validation split)."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "split"])
         for split, samples in splits.items():
             w.writerows([s.path, CLASS_NAMES[s.label], split] for s in samples)
-    os.replace(tmp, path)
 
 
 def read_split_csv(path: Path) -> dict[str, list[Sample]]:
