@@ -41,7 +41,7 @@ from .files import write_text_atomic
 from .images import is_image_file
 from .metrics import bootstrap_ci, compute_metrics
 from .predict import expand_inputs, predict_paths
-from .text import md_table
+from .text import fmt, md_table
 
 SCHEMA_VERSION = 1
 FILES = {"json": "benchmark.json", "markdown": "benchmark.md", "plot": "benchmark.png", "scores": "scores.csv"}
@@ -311,9 +311,7 @@ def _cell(result: dict, key: str) -> str:
     if key not in KIND_MEASURES[result["kind"]]:
         return "-"
     value, ci = result["metrics"][key], result["intervals"].get(key)
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    return fmt(value, 3) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and value is not None else "")
 
 
 def benchmark_rows(result: dict) -> dict[str, dict[str, str]]:
@@ -441,7 +439,7 @@ def plot_benchmark(result: dict, path: str | os.PathLike) -> Path:
         if s["roc"] is not None:
             auc = s["metrics"]["roc_auc"]
             roc_ax.plot(s["roc"]["fpr"], s["roc"]["tpr"], lw=2,
-                        label=f"{s['name']} (AUC = {'n/a' if auc is None else f'{auc:.3f}'})")
+                        label=f"{s['name']} (AUC = {fmt(auc, 3)})")
     roc_ax.set(xlabel="false positive rate (reals flagged fake)", ylabel="true positive rate (fakes caught)",
                title="ROC curves (fake = positive)", xlim=(0, 1), ylim=(0, 1.01))
     roc_ax.set_aspect("equal")

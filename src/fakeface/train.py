@@ -65,6 +65,7 @@ from .preprocess import Normalize, Preprocess
 from .progress import Progress
 from .report import write_epoch_log
 from .scoring import Scorer, Scores
+from .text import fmt
 
 log = logging.getLogger("fakeface")
 
@@ -777,10 +778,9 @@ def run_epochs(cfg: TrainConfig, run_dir: Path, data: RunData, parts: RunParts, 
             stale += 1
         if distributed.is_main():
             _save_epoch(cfg, run_dir, data, parts, epoch, best, improved)
-        auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.4f}"
         log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f auc %s | %.0fs, %.1f img/s%s",
-                 epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], auc,
-                 seconds, row["images_per_s"], "  * best" if improved else "")
+                 epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+                 fmt(row["val_auc"]), seconds, row["images_per_s"], "  * best" if improved else "")
     if skipped:
         log.warning("%d unreadable file(s) were skipped; listed in %s", len(skipped), run_dir / "train.log")
     log.info("done: best epoch %s (%s %s) -> %s", best["epoch"] if best else "-", monitor,
