@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fakeface.text import fmt
+
 WEIGHTS_KEYS = ("format", "format_version", "fakeface_version", "model", "preprocess", "threshold",
                 "threshold_policy", "temperature", "tta", "epoch", "classes", "data")
 
@@ -45,8 +47,8 @@ def weights_only(best: Path, out: Path) -> Path:
 def valid_scores(detector_path, data: str) -> dict:
     """ROC-AUC and accuracy at the detector's own calibrated threshold on the data's valid split."""
     from fakeface.calibrate import validation_samples
+    from fakeface.detector import load_detector
     from fakeface.evaluate import score_samples
-    from fakeface.export import load_detector
 
     detector = load_detector(detector_path)
     first = detector.members[0].checkpoint
@@ -54,10 +56,6 @@ def valid_scores(detector_path, data: str) -> dict:
     m = score_samples(detector, samples, workers=None)
     return {"roc_auc": m.get("roc_auc"), "accuracy": m.get("accuracy"), "threshold": float(detector.threshold),
             "n": len(samples)}
-
-
-def _f(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def train_one(args) -> None:
@@ -128,7 +126,7 @@ def main():
               "failed_seeds": failed}
     print(f"{'':<10} {'valid ROC-AUC':>14} {'accuracy':>9} {'threshold':>10}")
     t = result["teacher"]
-    print(f"{'teacher':<10} {_f(t['roc_auc']):>14} {_f(t['accuracy']):>9} {_f(t['threshold']):>10}")
+    print(f"{'teacher':<10} {fmt(t['roc_auc']):>14} {fmt(t['accuracy']):>9} {fmt(t['threshold']):>10}")
     for seed in args.seeds:
         run = out / f"seed{seed}"
         if seed in failed or not (run / "best.pt").is_file():
@@ -138,7 +136,7 @@ def main():
         s = result["students"][seed] = {"path": str(run), "weights": str(weights),
                                         "weights_mb": round(weights.stat().st_size / 1e6, 2),
                                         "epochs": ckpt["epoch"], **valid_scores(run, args.data)}
-        print(f"{'seed ' + str(seed):<10} {_f(s['roc_auc']):>14} {_f(s['accuracy']):>9} {_f(s['threshold']):>10}")
+        print(f"{'seed ' + str(seed):<10} {fmt(s['roc_auc']):>14} {fmt(s['accuracy']):>9} {fmt(s['threshold']):>10}")
     students = [s for s in result["students"].values() if s["roc_auc"] is not None]
     if students and t["roc_auc"] is not None:
         mean = {k: float(np.mean([s[k] for s in students])) for k in ("roc_auc", "accuracy")}

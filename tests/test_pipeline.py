@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from fakeface.data import FaceDataset, Sample, collate
+from fakeface.data import FaceDataset, Sample, collate, decoded_batches
 from fakeface.detector import Detector
 from fakeface.images import load_image
-from fakeface.predict import decoded_batches, expand_inputs, predict_paths
+from fakeface.predict import expand_inputs, predict_paths
 from fakeface.preprocess import Preprocess
 
 

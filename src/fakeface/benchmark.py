@@ -34,14 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sklearn.metrics import roc_curve
 
 from . import FAKE, REAL, __version__
-from .card import md_table
 from .data import SPLIT_ALIASES, DataError, Sample, class_counts, discover
 from .detector import load_detector  # the one place this module gets its detectors from
+from .figures import COLORS, new_figure, save_figure
 from .files import write_text_atomic
 from .images import is_image_file
 from .metrics import bootstrap_ci, compute_metrics
 from .predict import expand_inputs, predict_paths
-from .report import COLORS, _figure, _save
+from .text import fmt, md_table
 
 SCHEMA_VERSION = 1
 FILES = {"json": "benchmark.json", "markdown": "benchmark.md", "plot": "benchmark.png", "scores": "scores.csv"}
@@ -311,9 +311,7 @@ def _cell(result: dict, key: str) -> str:
     if key not in KIND_MEASURES[result["kind"]]:
         return "-"
     value, ci = result["metrics"][key], result["intervals"].get(key)
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    return fmt(value, 3) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and value is not None else "")
 
 
 def benchmark_rows(result: dict) -> dict[str, dict[str, str]]:
@@ -434,14 +432,14 @@ def _write_scores(path: Path, scores: dict[str, dict]) -> None:
 def plot_benchmark(result: dict, path: str | os.PathLike) -> Path:
     """Left: the ROC curve of every labelled and generator set. Right: at the detector's threshold, the share of
     fakes caught (labelled and generator sets) and of reals flagged (labelled and real sets), with intervals."""
-    fig = _figure(12.0, 5.0)
+    fig = new_figure(12.0, 5.0)
     roc_ax, bar_ax = fig.subplots(1, 2)
     roc_ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", label="chance")
     for s in result["sets"]:
         if s["roc"] is not None:
             auc = s["metrics"]["roc_auc"]
             roc_ax.plot(s["roc"]["fpr"], s["roc"]["tpr"], lw=2,
-                        label=f"{s['name']} (AUC = {'n/a' if auc is None else f'{auc:.3f}'})")
+                        label=f"{s['name']} (AUC = {fmt(auc, 3)})")
     roc_ax.set(xlabel="false positive rate (reals flagged fake)", ylabel="true positive rate (fakes caught)",
                title="ROC curves (fake = positive)", xlim=(0, 1), ylim=(0, 1.01))
     roc_ax.set_aspect("equal")
@@ -463,7 +461,7 @@ def plot_benchmark(result: dict, path: str | os.PathLike) -> Path:
     bar_ax.set(xlim=(0, 1), xlabel="share of images flagged fake",
                title=f"At the detector's threshold ({result['detector']['threshold']:.3f})")
     bar_ax.grid(alpha=0.3, axis="x")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run(checkpoints, suite_path: str | os.PathLike, out_dir: str | os.PathLike, batch_size: int = 64,

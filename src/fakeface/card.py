@@ -13,14 +13,15 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .benchmark import benchmark_table_markdown, find_benchmarks
 from .checkpoint import ENSEMBLE_CALIBRATION, CheckpointError, ensemble_members, load_checkpoint
 from .data import DataError, class_counts, discover
 from .detector import ensemble_threshold
 from .files import write_text_atomic
 from .models import create_model
-from .text import fmt
+from .text import fmt, md_table, with_ci
 
-__all__ = ["write_card", "read_evaluation", "fmt", "md_table", "with_ci"]
+__all__ = ["write_card", "read_evaluation", "fmt", "md_table", "with_ci"]  # benchmarks/accuracy.py imports all five
 
 
 def find_evaluations(run_dir: Path) -> list[Path]:
@@ -29,7 +30,6 @@ def find_evaluations(run_dir: Path) -> list[Path]:
     return found + sorted(p for p in run_dir.glob("*/metrics.json"))
 
 
-# Markdown helpers, shared with benchmarks/accuracy.py (docs/results.md)
 def read_evaluation(path: Path) -> dict:
     """An evaluation's metrics.json; ValueError naming the file when it is not one."""
     try:
@@ -39,18 +39,6 @@ def read_evaluation(path: Path) -> dict:
     if not isinstance(m, dict) or "accuracy" not in m:
         raise ValueError(f"{path}: not a metrics.json written by fakeface evaluate (no accuracy in it)")
     return m
-
-
-def with_ci(metrics: dict, key: str) -> str:
-    """A metric with its bootstrap 95 % interval, when the evaluation computed one."""
-    ci = metrics.get("bootstrap", {}).get(key)
-    return fmt(metrics.get(key)) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-
-
-def md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _data_section(ckpt: dict) -> str:
@@ -94,8 +82,6 @@ def _evaluation_section(path: Path, m: dict) -> str:
 
 def benchmark_section(run_dir: Path) -> str:
     """The table of each benchmark run into the run folder (``fakeface benchmark --out RUN/benchmark``), if any."""
-    from .benchmark import benchmark_table_markdown, find_benchmarks  # benchmark imports this module
-
     return "".join(f"\n\n### Benchmark `{r['suite_name']}` (`{p}`)\n\n{benchmark_table_markdown(r)}"
                    for p, r in find_benchmarks(run_dir))
 

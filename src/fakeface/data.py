@@ -19,8 +19,11 @@ from __future__ import annotations
 import csv
 import os
 import random
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from torch.utils.data import Dataset
 
 from . import CLASS_NAMES, FAKE, REAL
 from .augment import AugmentConfig, train_view
+from .files import atomic_path
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, is_image_file, load_image, load_pixels
 from .preprocess import Preprocess, to_uint8_tensor
 from .synthfake import synth_fake
@@ -332,13 +336,11 @@ def require_both_classes(samples: list[Sample], what: str) -> None:
 
 def write_split_csv(path: Path, splits: dict[str, list[Sample]]) -> None:
     """Record exactly which file went to which split (for runs that made their own validation split)."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "split"])
         for split, samples in splits.items():
             w.writerows([s.path, CLASS_NAMES[s.label], split] for s in samples)
-    os.replace(tmp, path)
 
 
 def read_split_csv(path: Path) -> dict[str, list[Sample]]:
@@ -426,3 +428,36 @@ def default_workers() -> int:
     torchrun the machine's cores are shared by its ``LOCAL_WORLD_SIZE`` processes."""
     n = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     return max(1, min(8, n - 1))
+
+
+def decoded_batches(ds: FaceDataset, batch_size: int, workers: int, ahead: int | None = None) -> Iterator[dict]:
+    """:func:`collate`'d batches of ``ds``, in order, decoded while the caller scores earlier ones.
+
+    ``workers`` threads decode whole batches; at most ``ahead`` batches (default ``2 * workers``) are decoded or
+    being decoded beyond the one the caller holds, so memory stays flat however many files there are.
+    ``workers=0`` decodes each batch in the caller's thread when it is asked for.
+
+    Threads, not processes: libjpeg-turbo (simplejpeg, Pillow) releases the GIL while it decodes, PyTorch while it
+    resizes and computes, ONNX Runtime while it computes, so nothing waits on the GIL, and batches need no pickling
+    or shared memory to reach the model. Decoding uses no parallel torch operator (see
+    :func:`collate`): one would start its own OpenMP team in the decoding thread, beside the
+    model's; the resize (:func:`~fakeface.preprocess.resize_pixels`) runs inline for one image.
+    """
+    starts = iter(range(0, len(ds), batch_size))
+
+    def load(start: int) -> dict:
+        return collate([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
+
+    if workers == 0:
+        yield from map(load, starts)
+        return
+    ahead = ahead or 2 * workers
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="fakeface-decode")
+    try:
+        pending = deque(pool.submit(load, start) for start in islice(starts, ahead))
+        while pending:
+            batch = pending.popleft().result()
+            pending.extend(pool.submit(load, start) for start in islice(starts, 1))  # keep `ahead` in flight
+            yield batch
+    finally:  # also when the caller stops early: drop what was not started, wait for what was
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -28,6 +28,7 @@ from .data import UNLABELLED, DataError, Sample
 from .devices import autocast
 from .images import is_image_file
 from .preprocess import Normalize
+from .scoring import p_fake_tensor
 
 
 @dataclass
@@ -121,7 +122,7 @@ class Teacher:
             xi = normalize(xi).contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.precision):
                 logits = model(xi).float().squeeze(1)
-            out.append(torch.sigmoid(logits / temperature))
+            out.append(p_fake_tensor(logits, temperature))
         return torch.stack(out).mean(0)
 
 

@@ -41,7 +41,7 @@ from .checkpoint import (
     model_from_checkpoint,
     validation_samples,
 )
-from .data import DataError, FaceDataset, Sample, discover
+from .data import DataError, FaceDataset, Sample, decoded_batches, discover
 from .files import atomic_path, file_sha256, temp_path_beside
 from .hub import exports_dir
 from .images import ImageLoadError, load_image
@@ -56,7 +56,6 @@ from .onnx_runtime import (
     session,
     session_metadata,
 )
-from .predict import decoded_batches
 from .preprocess import Normalize, Preprocess
 from .scoring import p_fake
 from .text import fmt
@@ -71,6 +70,10 @@ DEFAULT_OPSET = 17
 # too small to flip a verdict not already on the threshold.
 DEFAULT_TOLERANCE = 1e-3
 N_CHECK_IMAGES = 16  # real images an export is compared with PyTorch on, when there are any
+INT8_CALIBRATION_IMAGES = 300  # int8 calibration: a seeded sample of the training images; a few hundred suffice
+# The int8 accuracy guard after training: a seeded sample of the validation images, so a large split does not
+# add minutes to the end of every run (`fakeface export` guards on the whole split it is given).
+INT8_GUARD_IMAGES = 1000
 
 
 class ExportMismatchError(RuntimeError):
@@ -477,22 +480,30 @@ def _run_check_images(ckpt: dict) -> tuple[list[str] | None, str]:
     return [s.path for s in _sample(samples, N_CHECK_IMAGES)], "the run's validation split"
 
 
-def int8_data(calibration_data: str | os.PathLike, n_images: int = 300) -> tuple[list[str], list[Sample], str]:
+def int8_samples(pool: list[Sample], checked: list[Sample], n_calibration: int = INT8_CALIBRATION_IMAGES,
+                 n_guard: int | None = INT8_GUARD_IMAGES) -> tuple[list[str], list[Sample]]:
+    """(calibration image paths, labelled images for the accuracy guard): seeded samples of at most
+    ``n_calibration`` of ``pool``'s labelled images and ``n_guard`` of ``checked`` (all of them with None)."""
+    calibration = [s.path for s in _sample([s for s in pool if s.label >= 0], n_calibration)]
+    return calibration, list(checked) if n_guard is None else _sample(checked, n_guard)
+
+
+def int8_data(calibration_data: str | os.PathLike, n_images: int = INT8_CALIBRATION_IMAGES
+              ) -> tuple[list[str], list[Sample], str]:
     """From a dataset for int8: (calibration images, labelled images for the accuracy guard, the guard split's
     name). Calibration: a seeded sample of ``n_images`` of its train split (else its first split); the guard
-    needs a valid (or test) split - never the images calibrated on."""
+    needs a valid (or test) split - never the images calibrated on - and takes all of it."""
     index = discover(calibration_data)
     pool = index.splits.get("train") or next(iter(index.splits.values()))
-    calibration = [s.path for s in random.Random(0).sample(pool, min(n_images, len(pool)))]
     name = "valid" if index.splits.get("valid") else "test"
-    checked = index.splits.get(name)
-    if not checked:
+    if not index.splits.get(name):
         raise ValueError("the calibration data needs a valid (or test) split to check int8 accuracy on")
+    calibration, checked = int8_samples(pool, index.splits[name], n_images, n_guard=None)
     return calibration, checked, name
 
 
 def export_run(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, quantize: str | None = None,
-               calibration_data: str | os.PathLike | None = None, calibration_images: int = 300,
+               calibration_data: str | os.PathLike | None = None, calibration_images: int = INT8_CALIBRATION_IMAGES,
                max_accuracy_drop: float = 0.5, say: Callable[[str], None] = print,
                warn: Callable[[str], None] = print) -> list[dict]:
     """The library side of ``fakeface export``: export a checkpoint, a run folder or each member of an ensemble

@@ -5,8 +5,8 @@ orientation applied, or raises :class:`ImageLoadError` with a one-line reason. N
 global settings (no ``LOAD_TRUNCATED_IMAGES``, no ``MAX_IMAGE_PIXELS``): limits are checked per call.
 
 Plain JPEGs (YCbCr or grayscale, upright, decoded at full scale) are decoded by libjpeg-turbo through
-simplejpeg: the same library and settings as Pillow's decoder, so the same pixels, without Pillow's image
-object (``python benchmarks/decode.py``: 0.29 vs 0.38 ms for a 256 px face, with :func:`load_pixels`).
+simplejpeg: the same library and settings as Pillow's decoder, so the same pixels, faster because no Pillow
+image object is made (``python benchmarks/decode.py`` measures both, with :func:`load_pixels`).
 Anything simplejpeg reports as damaged, however slightly, goes to Pillow, which decides.
 """
 

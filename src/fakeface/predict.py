@@ -2,7 +2,7 @@
 
 :func:`predict_paths` streams any number of files in batches and yields one row per input - scored, or with
 the reason it could not be. Threads decode the next batches while the model scores the current one
-(:func:`decoded_batches`), and nothing holds more than a few batches of decoded images at once.
+(:func:`fakeface.data.decoded_batches`), and nothing holds more than a few batches of decoded images at once.
 :class:`PredictionWriter` writes the rows (JSON lines, a table, CSV) as they come.
 """
 
@@ -12,17 +12,13 @@ import csv
 import json
 import os
 import sys
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from . import CLASS_NAMES, distributed
-from .data import UNLABELLED, FaceDataset, Sample, collate, default_workers
-from .detector import Detector  # noqa: F401 - demo.py imports it from here until it imports fakeface.detector
+from .data import UNLABELLED, FaceDataset, Sample, decoded_batches, default_workers
 from .images import DEFAULT_MAX_PIXELS
 
 
@@ -86,39 +82,6 @@ def predict_paths(detector, paths: list[str], batch_size: int = 32, workers: int
             yield {"path": ds.samples[i].path, "label": CLASS_NAMES[label] if label >= 0 else None, **rows[i]}
         if on_progress is not None:
             on_progress(len(rows))
-
-
-def decoded_batches(ds: FaceDataset, batch_size: int, workers: int, ahead: int | None = None) -> Iterator[dict]:
-    """:func:`~fakeface.data.collate`'d batches of ``ds``, in order, decoded while the caller scores earlier ones.
-
-    ``workers`` threads decode whole batches; at most ``ahead`` batches (default ``2 * workers``) are decoded or
-    being decoded beyond the one the caller holds, so memory stays flat however many files there are.
-    ``workers=0`` decodes each batch in the caller's thread when it is asked for.
-
-    Threads, not processes: libjpeg-turbo (simplejpeg, Pillow) releases the GIL while it decodes, PyTorch while it
-    resizes and computes, ONNX Runtime while it computes, so nothing waits on the GIL, and batches need no pickling
-    or shared memory to reach the model. Decoding uses no parallel torch operator (see
-    :func:`~fakeface.data.collate`): one would start its own OpenMP team in the decoding thread, beside the
-    model's; the resize (:func:`~fakeface.preprocess.resize_pixels`) runs inline for one image.
-    """
-    starts = iter(range(0, len(ds), batch_size))
-
-    def load(start: int) -> dict:
-        return collate([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
-
-    if workers == 0:
-        yield from map(load, starts)
-        return
-    ahead = ahead or 2 * workers
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="fakeface-decode")
-    try:
-        pending = deque(pool.submit(load, start) for start in islice(starts, ahead))
-        while pending:
-            batch = pending.popleft().result()
-            pending.extend(pool.submit(load, start) for start in islice(starts, 1))  # keep `ahead` in flight
-            yield batch
-    finally:  # also when the caller stops early: drop what was not started, wait for what was
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def predict_distributed(score: Callable[[list[str]], Iterable[dict]], paths: list[str]) -> Iterable[dict] | None:

@@ -128,10 +128,9 @@ def resize_pixels(pixels: np.ndarray, size: tuple[int, int], interpolation: str)
     """(H, W, 3) uint8 -> (h, w, 3) uint8 for ``size`` = (w, h), anti-aliased like Pillow's ``Image.resize``.
 
     Bilinear and bicubic use PyTorch's uint8 kernels, which match Pillow's filters (within one grey level, two
-    for bicubic, in under 1 % of pixels) at a third of the time (``python benchmarks/decode.py``: 0.18 vs 0.60 ms
-    from 256 to 160 px): preprocessing runs beside the model on the same cores, so its time is the model's. It
-    runs inline in the calling thread (no OpenMP team for one image) and releases the GIL. Nearest and Lanczos
-    use Pillow.
+    for bicubic, in under 1 % of pixels) in much less time (``python benchmarks/decode.py`` measures both):
+    preprocessing runs beside the model on the same cores, so its time is the model's. It runs inline in the
+    calling thread (no OpenMP team for one image) and releases the GIL. Nearest and Lanczos use Pillow.
     """
     if interpolation not in ("bilinear", "bicubic"):
         return np.asarray(Image.fromarray(pixels).resize(size, _RESAMPLE[interpolation]))

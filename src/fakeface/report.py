@@ -2,8 +2,7 @@
 
 Inputs are the files other modules write: a run's epoch log ``log.csv``, ``predictions.csv`` and
 ``metrics.json`` (the dict from :func:`fakeface.metrics.compute_metrics`, plus any extra sections).
-Figures are ``matplotlib.figure.Figure`` objects rendered by the Agg canvas: no pyplot, no global state, no
-display needed.
+Figures are made and saved by :mod:`fakeface.figures` (the Agg canvas: no pyplot, no display needed).
 
 Numbers in the report are written by :func:`format_number`: ints as-is, floats with 4 decimals (scientific
 notation below 1e-3 or from 1e6 on), ``None`` as "n/a".
@@ -38,12 +37,11 @@ from sklearn.metrics import (
 )
 
 from fakeface import CLASS_NAMES, FAKE, REAL, __version__
+from fakeface.figures import COLORS, new_figure, save_figure
 from fakeface.files import write_text_atomic
 from fakeface.images import ImageLoadError, load_image
 from fakeface.metrics import LABELS, check_scores, expected_calibration_error, reliability_curve
 
-DPI = 110
-COLORS = {"real": "#1f77b4", "fake": "#d95f02"}
 MISTAKE_COLOR = "#c0392b"
 PREDICTION_COLUMNS = ("path", "label", "p_fake", "pred")
 
@@ -207,23 +205,12 @@ def _labelled(rows: Iterable[dict]) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------------- plots
 
 
-def _figure(width: float = 6.0, height: float = 4.5) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)  # the Agg canvas renders PNGs; no pyplot involved
-    return path
-
-
 def _note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.35", wrap=True)
 
 
 def _curve_figure(rows: list[dict], series: Sequence[tuple[str, str]], ylabel: str, title: str) -> Figure:
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     marker = "o" if len(rows) <= 30 else None
     drawn = 0
@@ -257,13 +244,13 @@ def plot_training_curves(log_csv: str | os.PathLike, out_dir: str | os.PathLike)
         "accuracy / ROC-AUC",
         "Accuracy and ROC-AUC",
     )
-    return [_save(loss, out_dir / PLOT_FILES["loss"]), _save(acc, out_dir / PLOT_FILES["accuracy"])]
+    return [save_figure(loss, out_dir / PLOT_FILES["loss"]), save_figure(acc, out_dir / PLOT_FILES["accuracy"])]
 
 
 def plot_roc(y_true, p_fake, path: str | os.PathLike) -> Path:
     """ROC curve of fake detection with its AUC in the legend and the chance diagonal."""
     y, p = check_scores(y_true, p_fake)
-    fig = _figure(5.5, 5.0)
+    fig = new_figure(5.5, 5.0)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", label="chance (AUC = 0.5)")
     if (y == REAL).any() and (y == FAKE).any():
@@ -281,13 +268,13 @@ def plot_roc(y_true, p_fake, path: str | os.PathLike) -> Path:
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pr(y_true, p_fake, path: str | os.PathLike) -> Path:
     """Precision-recall curve of fake detection with average precision (AP) and the chance level."""
     y, p = check_scores(y_true, p_fake)
-    fig = _figure(5.5, 5.0)
+    fig = new_figure(5.5, 5.0)
     ax = fig.add_subplot()
     if (y == REAL).any() and (y == FAKE).any():
         share = float((y == FAKE).mean())
@@ -308,7 +295,7 @@ def plot_pr(y_true, p_fake, path: str | os.PathLike) -> Path:
     )
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix, path: str | os.PathLike) -> Path:
@@ -324,7 +311,7 @@ def plot_confusion(matrix, path: str | os.PathLike) -> Path:
     row_sums = counts.sum(axis=1, keepdims=True)
     row_pct = np.divide(100.0 * counts, row_sums, out=np.zeros((2, 2)), where=row_sums > 0)
 
-    fig = _figure(4.8, 4.4)
+    fig = new_figure(4.8, 4.4)
     ax = fig.add_subplot()
     ax.imshow(row_pct, cmap="Blues", vmin=0, vmax=100)  # shaded by row %, so class imbalance doesn't dominate
     for i in range(2):
@@ -341,13 +328,13 @@ def plot_confusion(matrix, path: str | os.PathLike) -> Path:
     ax.set_xticks([0, 1], labels=list(CLASS_NAMES))
     ax.set_yticks([0, 1], labels=list(CLASS_NAMES))
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_score_histogram(y_true, p_fake, threshold: float, path: str | os.PathLike) -> Path:
     """Histogram of P(fake) for each true class, with the decision threshold."""
     y, p = check_scores(y_true, p_fake)
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     bins = np.linspace(0.0, 1.0, 26)
     for c, name in zip(LABELS, CLASS_NAMES, strict=True):
@@ -364,7 +351,7 @@ def plot_score_histogram(y_true, p_fake, threshold: float, path: str | os.PathLi
     ax.set(xlabel="P(fake)", ylabel="images", title="Scores by true class", xlim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(y_true, p_fake, path: str | os.PathLike, p_fake_after=None) -> Path:
@@ -377,7 +364,7 @@ def plot_reliability(y_true, p_fake, path: str | os.PathLike, p_fake_after=None)
     if p_fake_after is not None:
         series.append(("after calibration", check_scores(y, p_fake_after)[1], COLORS["real"]))
 
-    fig = _figure(5.5, 6.0)
+    fig = new_figure(5.5, 6.0)
     ax, counts_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", label="perfectly calibrated")
     bins = np.linspace(0.0, 1.0, 11)
@@ -392,7 +379,7 @@ def plot_reliability(y_true, p_fake, path: str | os.PathLike, p_fake_after=None)
     ax.legend(loc="upper left")
     counts_ax.set(xlabel="predicted P(fake)", ylabel="images")
     counts_ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_evaluation(y_true, p_fake, threshold: float, out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -415,7 +402,7 @@ def plot_robustness(rows: Sequence[Mapping], clean: Mapping, path: str | os.Path
     ``rows`` are ``{"perturbation", "level", "roc_auc", "accuracy"}`` dicts as evaluate writes them.
     """
     kinds = list(dict.fromkeys(r["perturbation"] for r in rows))
-    fig = _figure(width=max(4.0, 3.6 * len(kinds)), height=3.8)
+    fig = new_figure(width=max(4.0, 3.6 * len(kinds)), height=3.8)
     axes = fig.subplots(1, max(1, len(kinds)), squeeze=False)[0]
     for ax, kind in zip(axes, kinds, strict=False):
         sel = [r for r in rows if r["perturbation"] == kind]
@@ -430,7 +417,7 @@ def plot_robustness(rows: Sequence[Mapping], clean: Mapping, path: str | os.Path
         ax.legend(title="dashed: clean")
     if not kinds:
         _note(axes[0], "no perturbations")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def select_examples(rows: Iterable[dict], n: int = 16) -> list[dict]:
@@ -466,7 +453,7 @@ def plot_examples(rows: Sequence[dict], path: str | os.PathLike, cols: int = 4) 
     rows = list(rows)
     cols = max(1, min(cols, len(rows)))
     n_rows = max(1, math.ceil(len(rows) / cols))
-    fig = _figure(2.6 * cols, 2.8 * n_rows + 0.4)
+    fig = new_figure(2.6 * cols, 2.8 * n_rows + 0.4)
     axes = fig.subplots(n_rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -488,7 +475,7 @@ def plot_examples(rows: Sequence[dict], path: str | os.PathLike, cols: int = 4) 
     if not rows:
         _note(axes[0, 0], "no examples")
     fig.suptitle("Examples (mistakes in red)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -------------------------------------------------------------------------------------------------- report
@@ -638,7 +625,7 @@ pre { background: #fff; border: 1px solid #e2e2e2; padding: 0.8rem; overflow-x: 
 def _benchmark_tables(out_dir: str | os.PathLike) -> str:
     """The table of each benchmark beside this report: in its folder, a sub-folder, or (for an evaluation folder
     inside a run) the run folder's ``benchmark/``."""
-    from .benchmark import benchmark_rows, find_benchmarks  # benchmark draws its plot with this module
+    from .benchmark import benchmark_rows, find_benchmarks  # benchmark loads detectors; training imports this module
 
     out_dir = Path(out_dir)
     in_run = any((out_dir.parent / name).is_file() for name in ("config.yaml", "ensemble.yaml"))  # train wrote it

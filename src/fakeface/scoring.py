@@ -1,7 +1,7 @@
 """Scoring batches of images with a model, and turning logits into calibrated probabilities.
 
-Shared by validation, evaluation and prediction; :func:`p_fake` is the one place P(fake) = sigmoid(logit / T)
-is computed.
+Shared by validation, evaluation and prediction; :func:`p_fake` (and its tensor twin :func:`p_fake_tensor`) is
+the one place P(fake) = sigmoid(logit / T) is computed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from .preprocess import Normalize, Preprocess
 def p_fake(logits, temperature: float = 1.0) -> np.ndarray:
     """Calibrated P(fake) = sigmoid(logit / T) (temperature scaling; T = 1: the model's own probability)."""
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature))
+
+
+def p_fake_tensor(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """:func:`p_fake` on a tensor, on its device and in its dtype (for scores that stay on the device)."""
+    return torch.sigmoid(logits / temperature)
 
 
 def logits_of(p, temperature: float = 1.0) -> np.ndarray:

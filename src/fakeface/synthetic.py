@@ -30,10 +30,9 @@ SPLITS = ("train", "valid", "test")
 
 # Rms gain mismatch between the four polyphase components of the fake up-sampler. At the scene's typical
 # brightness (~115/255) this is a period-2 pattern of ~6-12 grey levels rms: several JPEG q90 quantisation
-# steps of the top DCT coefficients, so it survives encoding. Inception-ResNet-V1 trained from scratch on
-# 1,200 of these images (AdamW 1e-3, batch 32, 128 px) reached validation ROC-AUC ~0.98 after two epochs;
-# at 0.035-0.07 it was still ~0.6. It is a fine mesh at 3x zoom, hard to see at 1x, and changes no colour
-# statistic.
+# steps of the top DCT coefficients, so it survives encoding and a small model trained from scratch learns it
+# within a few epochs (about half this gain is too weak to learn that fast). It is a fine mesh at 3x zoom, hard to
+# see at 1x, and changes no colour statistic.
 TRACE_STRENGTH = (0.05, 0.10)
 
 # Coarse-layer band limit, as a fraction of the full-resolution Nyquist frequency. Kept below the

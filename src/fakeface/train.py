@@ -65,6 +65,7 @@ from .preprocess import Normalize, Preprocess
 from .progress import Progress
 from .report import write_epoch_log
 from .scoring import Scorer, Scores
+from .text import fmt
 
 log = logging.getLogger("fakeface")
 
@@ -439,25 +440,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             handler.close()
 
 
-EXPORT_CALIBRATION_IMAGES = 256  # int8 calibration: a seeded sample of the training images
-EXPORT_GUARD_IMAGES = 1000  # the int8 accuracy guard: a seeded sample of the validation images
-
-
 def export_beside(best_path: Path, data: RunData) -> None:
     """The ONNX export of ``best_path`` beside it, int8 where its accuracy guard passes on the validation images
     (fp32 beside it either way), so that ``predict`` and ``serve`` are fast without an export step. Skipped when
     an export of this very file is already there; a failure is a warning, never a failed training."""
     from .detector import exports_beside
-    from .export import Int8Refused
+    from .export import Int8Refused, int8_samples
     from .export import export_beside as export
 
     try:
         if exports_beside(best_path)[0]:
             return
-        rng = random.Random(0)
-        calib = rng.sample(data.train, min(EXPORT_CALIBRATION_IMAGES, len(data.train)))
-        guard = rng.sample(data.valid, min(EXPORT_GUARD_IMAGES, len(data.valid)))
-        made = export(best_path, [s.path for s in calib if s.label >= 0], guard, say=log.info, warn=log.warning)
+        calibration, guard = int8_samples(data.train, data.valid)
+        made = export(best_path, calibration, guard, say=log.info, warn=log.warning)
         log.info("exported %s (int8, passed its accuracy guard on %d validation images) and its fp32 model", made,
                  len(guard))
     except Int8Refused as e:
@@ -777,10 +772,9 @@ def run_epochs(cfg: TrainConfig, run_dir: Path, data: RunData, parts: RunParts, 
             stale += 1
         if distributed.is_main():
             _save_epoch(cfg, run_dir, data, parts, epoch, best, improved)
-        auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.4f}"
         log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f auc %s | %.0fs, %.1f img/s%s",
-                 epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], auc,
-                 seconds, row["images_per_s"], "  * best" if improved else "")
+                 epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+                 fmt(row["val_auc"]), seconds, row["images_per_s"], "  * best" if improved else "")
     if skipped:
         log.warning("%d unreadable file(s) were skipped; listed in %s", len(skipped), run_dir / "train.log")
     log.info("done: best epoch %s (%s %s) -> %s", best["epoch"] if best else "-", monitor,

@@ -190,5 +190,5 @@ for _variant, _size in ((0, 224), (1, 240), (2, 260)):
         description=f"EfficientNet-Lite{_variant} (EfficientNet-PyTorch key names; --pretrained: ImageNet weights)",
         default_kwargs={"dropout": 0.2, "drop_path_rate": 0.2},
         pretrained=_lite_weights(_variant),
-        cpu_bf16=False,  # depthwise convolutions: fp32 channels_last 13.1 img/s, bf16 7.8 (train_step.py, Lite0 224 px)
+        cpu_bf16=False,  # its depthwise convolutions train slower in bf16 than in fp32 on CPUs (docs/training.md)
     ))
