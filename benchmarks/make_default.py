@@ -174,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         metrics[split].update(data=args.data.name, images=m["images"]["scored"])
         say(f"{split}: {headline(m)}")
 
+    bench = None
     if args.suite is not None:  # the card and config.json carry the cross-generator table
         result = run_benchmark(package, args.suite, package / "benchmark", workers=0, n_boot=200)
-        metrics["benchmark"] = {s["name"]: {k: v for k, v in s["metrics"].items() if v is not None}
-                                for s in result["sets"]}
+        bench = {s["name"]: {k: v for k, v in s["metrics"].items() if v is not None} for s in result["sets"]}
         say(f"benchmarked on {args.suite}: {', '.join(benchmark_line(s) for s in result['sets'])}")
 
     data = data_record(args.data)
@@ -192,13 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     body = card_body(release, provenance, metrics, write_card(package, package / "MODEL_CARD.md",
                                                               [package / "eval-valid", package / "eval-test"]))
     folder = save_folder(package, args.out, dtype=args.dtype, name=args.name, version=args.version, card=body,
-                         license=LICENSE, extra={"release": release, "provenance": provenance, "metrics": metrics})
+                         license=LICENSE, extra={"release": release, "provenance": provenance, "metrics": metrics,
+                                **({"benchmark": bench} if bench else {})})
     check = compare_folder(folder, package, args.data)
-    if args.int8:
-        ship_int8(folder, args.data, say)
+    int8 = ship_int8(folder, args.data, say) if args.int8 else None
     size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in (".safetensors", ".onnx")) / 1e6
-    say(f"wrote {folder}: weights {size_mb:.1f} MB ({args.dtype}, int8 ONNX beside it where it passed its accuracy "
-        f"guard); test ROC-AUC {check['folder']['roc_auc']:.4f} "
+    say(f"wrote {folder}: weights {size_mb:.1f} MB ({args.dtype}{' and its int8 ONNX export' if int8 else ''}); "
+        f"test ROC-AUC {check['folder']['roc_auc']:.4f} "
         f"(checkpoint {check['checkpoint']['roc_auc']:.4f}), largest P(fake) change {check['max_abs_diff_p']:.4f}")
     shipped = args.out.resolve() == DEFAULT_DIR
     if size_mb > MAX_MB:
@@ -267,7 +267,10 @@ def card_body(release: dict, provenance: dict, metrics: dict, card_path: Path) -
              "| split | ROC-AUC | accuracy | images |", "|---|---|---|---|"]
     head += [f"| {s} | {m.get('roc_auc', float('nan')):.4f} | {m.get('accuracy', float('nan')):.4f} | "
              f"{m.get('images')} |" for s, m in metrics.items() if s in ("valid", "test")]
-    card = card_path.read_text(encoding="utf-8").replace(str(card_path.parent), shown(card_path.parent))
+    # the card names the run's own files (config, log), which the folder does not ship: it points at the run
+    run = provenance["from_run"] or provenance["config"].get("out") or "the training run"
+    card = card_path.read_text(encoding="utf-8").replace(f"`fakeface card {card_path.parent}`", "`fakeface card`")
+    card = card.replace(str(card_path.parent), run)
     card = card.replace("# Model card", "## Model card", 1)
     return "\n".join(head) + "\n\n" + card.replace("\n## ", "\n### ").replace("\n### Model card", "\n## Model card")
 
