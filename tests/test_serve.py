@@ -217,7 +217,7 @@ def test_an_unexpected_failure_is_a_json_500_and_the_server_goes_on(checkpoint, 
         r = c.post("/v1/predict?detect_faces=true", files={"file": ("a.jpg", jpeg_bytes(1))})
         assert r.status_code == 500 and r.json()["error"] == {
             "code": "internal_error", "message": "the server failed on this request (RuntimeError); it is logged"}
-        assert c.post("/v1/predict", files={"file": ("a.jpg", jpeg_bytes(1))}).status_code == 200
+        assert c.post("/v1/predict?detect_faces=false", files={"file": ("a.jpg", jpeg_bytes(1))}).status_code == 200
 
 
 def test_api_key_is_required_when_set(checkpoint):
@@ -236,7 +236,8 @@ def test_concurrent_requests_are_batched(checkpoint):
     with TestClient(app) as c:
         payloads = [jpeg_bytes(i) for i in range(12)]
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
-            results = list(pool.map(lambda d: c.post("/v1/predict", files={"file": ("a.jpg", d)}), payloads))
+            results = list(pool.map(lambda d: c.post("/v1/predict?detect_faces=false", files={"file": ("a.jpg", d)}),
+                                    payloads))
         assert all(r.status_code == 200 for r in results)
         probs = [r.json()["p_fake"] for r in results]
         assert len(set(np.round(probs, 6))) > 1  # each request got its own answer
@@ -317,7 +318,7 @@ def test_real_server_over_http(checkpoint, tmp_path):
         assert _call(f"{base}/v1/model", headers=key)[0] == 200
 
         body, form = _multipart(jpeg_bytes(5, fmt="PNG"))
-        status, out = _call(f"{base}/v1/predict", body, {**form, **key})
+        status, out = _call(f"{base}/v1/predict?detect_faces=false", body, {**form, **key})
         assert status == 200 and 0 <= out["p_fake"] <= 1 and out["verdict"] in ("real", "fake")
 
         _png_bomb(tmp_path / "bomb.png")
@@ -330,7 +331,7 @@ def test_real_server_over_http(checkpoint, tmp_path):
         }
         for name, (payload, want_status, want_code) in bad_inputs.items():
             body, form = _multipart(payload)
-            status, out = _call(f"{base}/v1/predict", body, {**form, **key})
+            status, out = _call(f"{base}/v1/predict?detect_faces=false", body, {**form, **key})
             assert (status, out["error"]["code"]) == (want_status, want_code), name
         # no Content-Length: a file in 64 KB chunks, just past the limit (more, and the server's close may reset
         # the connection before the client reads the answer)
@@ -346,7 +347,7 @@ def test_real_server_over_http(checkpoint, tmp_path):
         body, form = _multipart(jpeg_bytes(5))
         assert _call(f"{base}/v1/predict?detect_faces=perhaps", body, {**form, **key})[0] == 422
         assert json.load(urllib.request.urlopen(f"{base}/healthz", timeout=5))["status"] == "ok"  # still serving
-        assert _call(f"{base}/v1/predict", body, {**form, **key})[0] == 200
+        assert _call(f"{base}/v1/predict?detect_faces=false", body, {**form, **key})[0] == 200
     finally:
         proc.terminate()
         logs = proc.communicate(timeout=30)[0]

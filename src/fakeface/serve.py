@@ -46,9 +46,10 @@ from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 log = logging.getLogger("fakeface.serve")
 
-# Whether the API and the page find faces unless told: off until detect-and-align is shown to keep the default
-# detector's ROC-AUC within 0.01 of scoring aligned faces (benchmarks/face_detection.py)
-DETECT_FACES_DEFAULT = False
+# Whether the API and the page find and align faces unless told: on, since detect-and-align keeps the shipped
+# detector's ROC-AUC within 0.01 of scoring aligned faces (benchmarks/face_detection.py,
+# docs/experiments/face-detection/) and an image without a face then gets no_face rather than a guess
+DETECT_FACES_DEFAULT = True
 
 
 @dataclass
