@@ -130,6 +130,12 @@ def benchmark_spread(results: list[dict]) -> list[list[str]]:
     return rows
 
 
+def shown(path: str) -> str:
+    """A path as the doc shows it: relative to the repository when inside it (no machine's own paths)."""
+    resolved = Path(path).resolve()
+    return os.path.relpath(resolved, REPO) if resolved.is_relative_to(REPO) else str(path)
+
+
 def where_the_errors_are(eval_dirs: list[Path]) -> tuple[list[tuple[int, float]], dict[str, int]]:
     """Per run: its errors and the accuracy of the best threshold on the scored split in hindsight (an upper bound
     for any threshold policy: near the accuracy, it is the ranking that limits accuracy, not the threshold); and
@@ -250,7 +256,7 @@ Test images wrong for every seed: {wrong["all"]}; for at least half of the seeds
     bench = benchmark_spread(benchmarks) if benchmarks else []
     if bench:
         text += f"""
-## Cross-generator benchmark (`{args.suite}`, {len(benchmarks)} seeds)
+## Cross-generator benchmark (`{shown(args.suite)}`, {len(benchmarks)} seeds)
 
 `fakeface benchmark` with each seed's detector at its own threshold (chosen on the valid split); the StyleGAN2
 fakes are a generator the training data does not hold, scored against the test split's reals; the Unsplash
