@@ -47,13 +47,17 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
 def test_predict_makes_an_export_on_first_use_then_runs_it_quietly_as_asked(tiny_run, tmp_path):
     data, _ = tiny_run
     run = copy_run(tiny_run, tmp_path)
-    first = fakeface("predict", "--checkpoint", run, data / "test" / "fake", "--json")
+    few = fakeface("predict", "--checkpoint", run, data / "test" / "fake", "--json")  # 8: PyTorch, no export
+    assert few.returncode == 0 and not (run / "best.onnx").exists() and "backend" not in few.stderr, few.stderr
+    first = fakeface("predict", "--checkpoint", run, data, "--json")  # 48 images: worth an export
     assert first.returncode == 0, first.stderr
     assert f"made {run / 'best.onnx'}," in first.stderr and (run / "best.onnx").is_file()
     assert read_metadata(run / "best.onnx")["precision"] == "fp32"
     assert sorted(p.name for p in run.iterdir()) == ["best.onnx", "best.pt"]  # no temporary file left
     again = fakeface("predict", "--checkpoint", run, data / "test" / "fake", "--json")
-    assert again.returncode == 0 and "backend: onnx (best.onnx" in again.stderr and "made" not in again.stderr
+    assert again.returncode == 0 and "backend" not in again.stderr  # its export, quietly: nothing asked, nothing new
+    asked = fakeface("predict", "--checkpoint", run, data / "test" / "fake", "--json", "--backend", "onnx")
+    assert asked.returncode == 0 and "backend: onnx (asked for: best.onnx" in asked.stderr
     # an export given by name runs as given: nothing about backends to say
     quiet = fakeface("predict", "--checkpoint", run / "best.onnx", data / "test" / "fake", "--json")
     assert quiet.returncode == 0 and "backend" not in quiet.stderr, quiet.stderr

@@ -75,8 +75,8 @@ def test_explain_cli_and_api(tiny_run, tmp_path):
 
     app = create_app(ServeConfig(checkpoint=str(best), precision="fp32"))
     with TestClient(app) as c:
-        plain = c.post("/v1/predict", files={"file": ("a.jpg", image.read_bytes())}).json()
-        r = c.post("/v1/predict?explain=true", files={"file": ("a.jpg", image.read_bytes())})
+        plain = c.post("/v1/predict?detect_faces=false", files={"file": ("a.jpg", image.read_bytes())}).json()
+        r = c.post("/v1/predict?explain=true&detect_faces=false", files={"file": ("a.jpg", image.read_bytes())})
         assert r.status_code == 200, r.text
         face = r.json()["faces"][0]
         png = Image.open(io.BytesIO(base64.b64decode(face["heatmap_png_base64"])))

@@ -81,7 +81,7 @@ def test_the_folder_is_one_detector_for_predict_evaluate_and_serve(pair_run, tmp
         assert len(info["members"]) == 2 and info["threshold"] == own["threshold"]
         buf = io.BytesIO()
         noise_image(5, 96).save(buf, format="JPEG")
-        r = client.post("/v1/predict", files={"file": ("x.jpg", buf.getvalue(), "image/jpeg")})
+        r = client.post("/v1/predict?detect_faces=false", files={"file": ("x.jpg", buf.getvalue(), "image/jpeg")})
         assert r.status_code == 200 and 0 <= r.json()["p_fake"] <= 1
 
 
@@ -104,8 +104,11 @@ def test_export_and_card_cover_every_member(pair_run, tmp_path):
     assert res.returncode == 0, res.stderr
     assert all((m / "best.onnx").is_file() for m in ensemble_members(out))
     # predict --backend auto now finds each member's export
+    backends = [m.backend_choice.backend for m in load_detector(out).members]
+    assert all(b.startswith("onnx") for b in backends), backends
     res = fakeface("predict", "--checkpoint", out, data / "test", "--workers", "0")
-    assert res.returncode == 0 and res.stderr.count("backend: onnx") == 2, res.stderr
+    # an int8 model is news on stderr; an fp32 export gives the checkpoint's own numbers, quietly
+    assert res.returncode == 0 and res.stderr.count("backend: onnx") == backends.count("onnx-int8"), res.stderr
     assert "recalibrated" not in res.stderr  # the exports carry the calibration the ensemble threshold was fitted on
     assert "fitted on the ensemble's valid scores" in res.stderr
 

@@ -34,6 +34,11 @@ DETECTOR_HELP = ("Checkpoint, run folder (its best.pt), model folder (fakeface e
                  "exported .onnx; default: the detector shipped with fakeface. ")
 
 
+# predict makes a checkpoint's ONNX export on first use only for more images than this: for a few, making it
+# costs more than it saves (serve, which runs on, always makes it)
+EXPORT_AFTER_IMAGES = 32
+
+
 def detector_source(checkpoint: list[Path] | None) -> list[Path]:
     """What a command loads: the detectors given, else the default detector shipped in the package - named once
     on stderr, so a user knows which release gave the verdicts."""
@@ -272,8 +277,8 @@ def predict(
                                          "whole, instead of answering no_face.", show_default=False)] = False,
     backend: Annotated[str, typer.Option(
         help="auto: on a CPU the fastest export of the checkpoint beside it (int8 only if it passed its accuracy "
-             "guard, then fp32 ONNX; an fp32 export is made and kept on first use), else PyTorch; or pytorch, onnx, "
-             "onnx-int8.")] = "auto",
+             "guard, then fp32 ONNX; an fp32 export is made and kept on first use over more than "
+             f"{EXPORT_AFTER_IMAGES} images), else PyTorch; or pytorch, onnx, onnx-int8.")] = "auto",
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Under torchrun: each process scores its share of the inputs and rank 0 writes every "
                               "row, in the usual order. Without torchrun: one process, as usual.")] = False,
@@ -300,7 +305,7 @@ def predict(
     if not inputs:  # said before the model is loaded
         raise fail("no files found in the given paths")
     detector = load_detector(detector_source(checkpoint) if dist.is_main() else checkpoint or None, backend, device,
-                             precision, make_export=dist.is_main())
+                             precision, make_export=dist.is_main() and len(inputs) > EXPORT_AFTER_IMAGES)
     for member in detector.members if dist.is_main() else []:
         choice = member.backend_choice
         if choice is not None and (choice.notable or backend != "auto"):

@@ -324,7 +324,8 @@ def choose_backend(checkpoint: str | os.PathLike, backend: str = "auto", device:
     ignored = f"; passed over {'; '.join(passed_over)}" if passed_over else ""
     if by_kind["onnx"]:
         p = by_kind["onnx"][0][0]
-        return BackendChoice(p, "onnx", f"{p.name}, fp32 export of this checkpoint{ignored}")
+        # the checkpoint's own numbers, faster: worth a line only when an export was passed over
+        return BackendChoice(p, "onnx", f"{p.name}, fp32 export of this checkpoint{ignored}", notable=bool(ignored))
     ckpt = checkpoint_file(path)
     if make_export:
         from .export import export_beside  # only here: loading a detector needs no exporter otherwise
