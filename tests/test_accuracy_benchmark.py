@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 def test_results_doc_holds_the_measured_numbers(tiny_run, tmp_path):
     data, _ = tiny_run
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 8, "image_size": 80, "precision": "fp32",
-                                      "workers": 0, "calibrate": "balanced", "tta": "flip"}))
+    config.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 8, "model": "efficientnet_lite0", "image_size": 64,
+                                      "precision": "fp32", "workers": 0, "calibrate": "balanced", "tta": "flip",
+                                      "export": "none"}))
     suite = tmp_path / "suite.yaml"
     suite.write_text(yaml.safe_dump({"name": "tiny", "labelled": {"tiny-test": {"data": str(data), "split": "test"}},
                                      "generators": {"tiny-fakes": {"fakes": str(data / "test" / "fake"),
@@ -89,7 +90,8 @@ def test_an_ensemble_recipe_is_measured_as_one_detector_per_seed(tiny_run, tmp_p
     data, _ = tiny_run
     config = tmp_path / "pair.yaml"
     config.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 8, "model": "efficientnet_lite0", "image_size": 64,
-                                      "precision": "fp32", "workers": 0, "calibrate": "balanced", "members": 2}))
+                                      "precision": "fp32", "workers": 0, "calibrate": "balanced", "members": 2,
+                                      "export": "none"}))
     doc, runs = tmp_path / "results.md", tmp_path / "runs"
     cmd = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), "--config", str(config), "--data", str(data),
            "--seeds", "1", "--runs", str(runs), "--doc", str(doc), "--bootstrap", "20", "--suite", "none"]

@@ -67,7 +67,7 @@ def test_policies_parse_and_refuse_nonsense(scores):
 def test_calibrate_command_writes_threshold_and_temperature(tmp_path):
     data = make_folder_dataset(tmp_path / "ds", per_class=8, size=96, splits=("train", "test"))  # no valid split
     run = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=8, image_size=80,
-                            precision="fp32", workers=0, val_fraction=0.25))
+                            precision="fp32", workers=0, val_fraction=0.25, export="none"))
     held_out = {s.path for s in validation_samples(load_checkpoint(run / "best.pt"), data)}
     assert held_out and all("/test/" not in p for p in held_out)  # the run's own split, never test
 

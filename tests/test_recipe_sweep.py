@@ -18,7 +18,8 @@ SWEEP = str(REPO / "benchmarks" / "recipe_sweep.py")
 def test_sweep_tabulates_each_variant_and_names_the_failed(tiny_run, tmp_path):
     data, _ = tiny_run
     base, variants = tmp_path / "base.yaml", tmp_path / "variants.yaml"
-    base.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 8, "image_size": 80, "precision": "fp32",
+    base.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 8, "model": "efficientnet_lite0", "image_size": 64,
+                                    "precision": "fp32", "export": "none",
                                     "augment": {"hflip_p": 0.5, "noise_std": [0.0, 0.02]}}))
     variants.write_text(yaml.safe_dump({"base": {}, "noisy": {"augment": {"noise_p": 0.5}}, "broken": {"lr": -1}},
                                        sort_keys=False))

@@ -21,7 +21,10 @@ from fakeface.train import TrainConfig, load_config, train
 
 pytestmark = pytest.mark.slow
 
-TINY = dict(epochs=2, batch_size=8, image_size=80, precision="fp32", workers=0, lr=3e-4, warmup_epochs=0.5)
+# No ONNX export beside best.pt: tests of that export train their own; an int8 export of an Inception-ResNet-V1 at
+# every training test cost time and hundreds of MB of temporary disk each.
+TINY = dict(epochs=2, batch_size=8, image_size=80, precision="fp32", workers=0, lr=3e-4, warmup_epochs=0.5,
+            export="none")
 
 
 def read_log(run):
@@ -86,8 +89,9 @@ def _cli(*args):
 
 def test_resume_after_sigkill_mid_epoch(dataset, tmp_path):
     run = tmp_path / "run"
+    (tmp_path / "no-export.yaml").write_text("export: none\n")
     common = ["--data", str(dataset), "--out", str(run), "--epochs", "3", "--batch-size", "4", "--image-size", "80",
-              "--precision", "fp32", "--workers", "0", "--seed", "5"]
+              "--precision", "fp32", "--workers", "0", "--seed", "5", "--config", str(tmp_path / "no-export.yaml")]
     proc = subprocess.Popen(_cli(*common), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
