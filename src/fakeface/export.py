@@ -240,28 +240,70 @@ def _head_nodes(path: Path) -> list[str]:
     return [n.name for n in nodes if outputs & set(n.output)]
 
 
-def _quantize_int8(fp32_path: Path, out_path: Path, reader: ImageCalibrationReader, per_channel: bool,
-                   reduce_range: bool) -> None:
+# Parts of the graph that quantize_int8(keep_fp32=...) can leave in fp32, beside the head.
+KEEPABLE = ("depthwise", "first-conv", "last-conv")
+
+
+def _kept_nodes(path: Path, keep: Sequence[str]) -> list[str]:
+    """Names of the nodes ``keep`` asks to leave in fp32 (see :data:`KEEPABLE`)."""
+    import onnx
+
+    unknown = set(keep) - set(KEEPABLE)
+    if unknown:
+        raise ValueError(f"keep_fp32 can hold {', '.join(KEEPABLE)}; got {', '.join(sorted(unknown))}")
+    convs = [n for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "Conv"]
+    names = []
+    if "depthwise" in keep:
+        names += [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    if "first-conv" in keep:
+        names += [convs[0].name]
+    if "last-conv" in keep:
+        names += [convs[-1].name]
+    return names
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, reader: ImageCalibrationReader, per_channel: bool = True,
+                  reduce_range: bool = False, quant_format: str = "qdq", calibration: str = "minmax",
+                  activations: str = "uint8", keep_fp32: Sequence[str] = (), fuse_relu6: bool = True) -> None:
+    """Static int8 quantization of an fp32 export, calibrated on ``reader``'s images; the classifier head stays
+    fp32. The defaults are what ``fakeface export`` ships; the others exist for ``benchmarks/int8_variants.py``.
+
+    Args:
+        quant_format: "qdq" or "qoperator". calibration: "minmax", "percentile" (99.999) or "entropy" (the
+            histogram methods keep every calibration activation in memory: about 80 MB per 256 px image for
+            EfficientNet-Lite0, so a hundred images, not hundreds). activations: "uint8" or "int8".
+        keep_fp32: parts also left in fp32 (:data:`KEEPABLE`). fuse_relu6: let a ReLU6 (Clip) share its
+            convolution's output quantization instead of being quantized on its own.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    for name, value, allowed in (("quant_format", quant_format, formats), ("calibration", calibration, methods),
+                                 ("activations", activations, types)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     with temp_path_beside(out_path) as prepared:
         # Shape inference and ORT's graph optimisations (e.g. folding the head's BatchNorm into its MatMul) first,
         # as ORT's quantization guide recommends: fewer, larger ops to quantize.
         quant_pre_process(str(fp32_path), str(prepared))
         quantize_static(
             str(prepared), str(out_path), reader,
-            quant_format=QuantFormat.QDQ,  # what ORT's CPU kernels are optimised for since 1.11
+            quant_format=formats[quant_format],  # QDQ: what ORT's CPU kernels are optimised for since 1.11
             # uint8 activations x int8 weights: ORT's recommendation for x86; reduce_range=True (7-bit weights)
             # only for CPUs without VNNI, where u8 x s8 products can saturate.
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
+            activation_type=types[activations], weight_type=QuantType.QInt8, reduce_range=reduce_range,
             # Per output channel: after BatchNorm folding the conv channels' weight ranges differ a lot.
             per_channel=per_channel,
             # MinMax keeps only each tensor's per-batch min and max (ReduceMin/ReduceMax outputs), so memory stays
             # small for a few hundred images. (CalibMaxIntermediateOutputs would drop batches: ORT clears them
             # without merging their ranges.)
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=_head_nodes(prepared),
+            calibrate_method=methods[calibration],
+            nodes_to_exclude=_head_nodes(prepared) + _kept_nodes(prepared, keep_fp32),
+            extra_options={"CalibPercentile": 99.999, "QDQKeepRemovableActivations": not fuse_relu6},
         )
 
 
@@ -343,7 +385,7 @@ def export_onnx(
 
         reader = ImageCalibrationReader(calibration_data, preprocess, calibration_batch_size)
         try:
-            _quantize_int8(tmp_fp32, tmp_int8, reader, per_channel, reduce_range)
+            quantize_int8(tmp_fp32, tmp_int8, reader, per_channel, reduce_range)
         except Exception:
             if reader.used or len(reader.skipped) < len(reader.paths):
                 raise
