@@ -1,12 +1,14 @@
 """Load test of `fakeface serve` on 127.0.0.1, beside the offline batch throughput of the same model.
 
     python benchmarks/serve_load.py --checkpoint runs/x/best.pt [--requests 2000] [--concurrency 16]
+                                    [--detect-faces on|off]
 
 Without --checkpoint it makes a throw-away 160 px checkpoint (untrained weights: speed only). Starts the server
 on a free loopback port, sends a bounded number of real multipart uploads (sample JPEGs when ../shared is
 present, generated ones otherwise) from a thread pool, and prints throughput, p50/p95/p99 latency, the error
 count (must be 0), and served images/s divided by the offline batch-32 images/s of the same checkpoint
-measured in this run. The loop is bounded in count and time and stops by itself.
+measured in this run (the model alone: with --detect-faces on, the API's default, each request also finds and
+aligns its faces, which the offline figure leaves out). The loop is bounded in count and time and stops by itself.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ def payloads(n: int = 32) -> list[bytes]:
     return out
 
 
-def post(port: int, data: bytes) -> tuple[int, float]:
+def post(port: int, data: bytes, detect_faces: str = "on") -> tuple[int, float]:
     boundary = "loadtestboundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.jpg\"\r\n"
             "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     t0 = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    conn.request("POST", "/v1/predict", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    url = f"/v1/predict?detect_faces={'true' if detect_faces == 'on' else 'false'}"
+    conn.request("POST", url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
     status = conn.getresponse().status
     conn.close()
     return status, time.perf_counter() - t0
@@ -78,6 +81,8 @@ def main():
     ap.add_argument("--max-seconds", type=float, default=900)
     ap.add_argument("--max-wait-ms", type=float, default=20.0, help="passed to fakeface serve")
     ap.add_argument("--max-batch", type=int, default=32, help="passed to fakeface serve")
+    ap.add_argument("--detect-faces", choices=["on", "off"], default="on",
+                    help="the API's face finding for every request (on: the API's default)")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     ckpt = args.checkpoint
@@ -102,13 +107,13 @@ def main():
             except OSError:
                 time.sleep(0.2)
         data = payloads()
-        post(port, data[0])  # warm-up
+        post(port, data[0], args.detect_faces)  # warm-up
         backend = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/model", timeout=10))["backend"]
         latencies, errors = [], 0
         deadline = time.perf_counter() + args.max_seconds
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-            futures = [pool.submit(post, port, data[i % len(data)]) for i in range(args.requests)]
+            futures = [pool.submit(post, port, data[i % len(data)], args.detect_faces) for i in range(args.requests)]
             for f in concurrent.futures.as_completed(futures):
                 status, seconds = f.result()
                 latencies.append(seconds)
@@ -124,7 +129,8 @@ def main():
     served = len(latencies) / wall
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) * 1000
     offline = offline_throughput(ckpt)
-    print(f"{len(latencies)} requests at concurrency {args.concurrency} ({backend}): {served:.1f} img/s, "
+    print(f"{len(latencies)} requests at concurrency {args.concurrency} ({backend}, face finding "
+          f"{args.detect_faces}): {served:.1f} img/s, "
           f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms, errors {errors}")
     print(f"offline batch-32 throughput of the same model: {offline:.1f} img/s; served/offline = "
           f"{served / offline:.2f}")
