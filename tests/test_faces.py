@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from conftest import REPO
-from fakeface.faces import NO_FACE, FaceDetector, FaceDetectorError, analyse, crop_face, default_weights
+from fakeface.faces import NO_FACE, FaceDetector, FaceDetectorError, analyse, crop_face, default_weights, warp_square
 from fakeface.models.mtcnn import NETS, ONet, PNet, RNet
 
 
@@ -69,6 +69,25 @@ def test_a_face_is_levelled_by_its_eyes(sample_root, finder):
     assert abs(hit.angle + 20) < 5, hit.angle  # PIL turns counter-clockwise; the square turns with the face
     level = finder.detect(crop_face(scene, hit))
     assert level and abs(level[0].angle) < 5
+
+
+@pytest.mark.parametrize("quad", [[[20, 10], [5, 150], [145, 165], [160, 25]],  # turned, inside the image
+                                  [[-30, -20], [-30, 120], [110, 120], [110, -20]]])  # reaching past two edges
+def test_the_square_is_cut_as_pillows_quad_transform_cuts_it(sample_root, quad):
+    """warp_square is Pillow's QUAD transform (FFHQ's own code) made fast: the same pixels within the rounding of
+    fixed-point interpolation weights, black outside the image as in Pillow."""
+    face = Image.open(next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "fake").glob("*.jpg")))
+    img = face.convert("RGB").crop((40, 40, 216, 216))
+    quad = np.asarray(quad, dtype=np.float64)
+    ref = np.asarray(img.transform((400, 400), Image.Transform.QUAD, quad.flatten(), Image.Resampling.BILINEAR),
+                     dtype=np.int16)
+    ours = warp_square(np.asarray(img), quad, 400).astype(np.int16)
+    assert ours.shape == ref.shape
+    inside = (ref > 0).all(axis=2) & (ours > 0).all(axis=2)
+    diff = np.abs(ours - ref)[inside]
+    assert diff.mean() < 1 and np.percentile(diff, 99) <= 2, (diff.mean(), np.percentile(diff, 99))
+    # what lies outside the image is black in both: they agree on where the image ends, to a pixel
+    assert np.mean((ref == 0).all(axis=2) != (ours == 0).all(axis=2)) < 0.01
 
 
 def test_realigning_an_aligned_ffhq_face_gives_it_back(sample_root, finder):

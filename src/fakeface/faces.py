@@ -171,9 +171,23 @@ def align(img: Image.Image, quad: np.ndarray, size: int = FACE_SIZE) -> Image.Im
         arr += (np.median(arr, axis=(0, 1)) - arr) * np.clip(mask, 0.0, 1.0)
         img = Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "RGB")
         quad += pad[:2]
-    big = img.transform((4 * size, 4 * size), Image.Transform.QUAD, (quad + 0.5).flatten(),
-                        Image.Resampling.BILINEAR)
+    big = Image.fromarray(warp_square(np.asarray(img), quad + 0.5, 4 * size), "RGB")
     return big.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def warp_square(rgb: np.ndarray, quad: np.ndarray, side: int) -> np.ndarray:
+    """Pillow's ``Image.transform(QUAD, BILINEAR)`` of a parallelogram ``quad`` (corners top-left, bottom-left,
+    bottom-right, top-right, in Pillow's coordinates where pixel i spans [i, i + 1]) as one affine warp in OpenCV,
+    which is an order of magnitude faster and within one grey level of it on average (its interpolation weights
+    are fixed point); outside the image is black, as in Pillow."""
+    quad = np.asarray(quad, dtype=np.float64)
+    across, down = (quad[3] - quad[0]) / side, (quad[1] - quad[0]) / side
+    # output pixel (u, v) samples Pillow's point quad[0] + across (u + 0.5) + down (v + 0.5); OpenCV's pixel
+    # centres are at whole numbers, half a pixel from Pillow's
+    origin = quad[0] + (across + down) * 0.5 - 0.5
+    matrix = np.array([[across[0], down[0], origin[0]], [across[1], down[1], origin[1]]])
+    return cv2.warpAffine(np.ascontiguousarray(rgb), matrix, (side, side),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
 
 
 def crop_face(img: Image.Image, face: Face) -> Image.Image:
