@@ -251,6 +251,8 @@ def _kept_nodes(path: Path, keep: Sequence[str]) -> list[str]:
     unknown = set(keep) - set(KEEPABLE)
     if unknown:
         raise ValueError(f"keep_fp32 can hold {', '.join(KEEPABLE)}; got {', '.join(sorted(unknown))}")
+    if not keep:  # what every export asks: no second read of the graph
+        return []
     convs = [n for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "Conv"]
     names = []
     if "depthwise" in keep:
