@@ -7,6 +7,7 @@
         [--results-dir DIR] [--override JSON] [--only NAME ...]
     python benchmarks/generalization_sweep.py --score-runs RUN [RUN ...] [--variant NAME] [--results-dir DIR]
         [--pack-prefix NAME]
+    python benchmarks/generalization_sweep.py --write-parts configs/data
 
 Leave-one-generator-out: every variant trains on the 140k sample (StyleGAN faces; one variant also on a
 "train" part of cross-generator/stylegan2) and is scored on parts nobody trains on. The data's parts are fixed
@@ -28,6 +29,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import sys
 import tarfile
 import time
@@ -87,17 +89,37 @@ def cross_parts(cross: Path) -> dict[str, list[str]]:
     return out
 
 
-def write_manifest(path: Path, data: str, extra_fakes: list[str]) -> Path:
-    """A fakeface manifest (path,label,split): the data's splits, plus ``extra_fakes`` in train."""
+def write_manifest(path: Path, data: str, extra_fakes: list[str], relative: bool = False) -> Path:
+    """A fakeface manifest (path,label,split): the data's splits, plus ``extra_fakes`` in train; with
+    ``relative`` the paths are relative to the manifest (a manifest to commit beside the repository's data)."""
     from fakeface import CLASS_NAMES
     from fakeface.data import discover
 
     rows = [(s.path, CLASS_NAMES[s.label], split) for split, ss in discover(data).splits.items() for s in ss]
     rows += [(p, "fake", "train") for p in extra_fakes]
+    if relative:
+        rows = [(os.path.relpath(p, path.parent.resolve()), label, split) for p, label, split in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows([("path", "label", "split"), *rows])
     return path
+
+
+def write_parts(folder: Path, data: str, cross: Path) -> list[Path]:
+    """The parts as files to commit (paths relative to ``folder``): a list file of each part (benchmark suites
+    read them: ``fakes:`` / ``images:``) and the manifest of the data plus the StyleGAN2 train part."""
+    parts = cross_parts(cross)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, files in parts.items():
+        path = folder / f"{name.replace('_', '-')}.txt"
+        path.write_text(f"# {name.replace('_', ' ')} part of {os.path.relpath(Path(files[0]).parent, folder.resolve())}"
+                        f", by benchmarks/generalization_sweep.py's hash_part ({len(files)} images)\n"
+                        + "".join(os.path.relpath(f, folder.resolve()) + "\n" for f in files))
+        written.append(path)
+    manifest = folder / "faces140k-plus-stylegan2.csv"
+    written.append(write_manifest(manifest, data, parts["stylegan2_train"], relative=True))
+    return written
 
 
 # -- one run --------------------------------------------------------------------------------------------------
@@ -400,10 +422,16 @@ def main() -> None:
     ap.add_argument("--pack-prefix", default=None, help="tar the chosen (or scored) weights as PREFIX-N.tar")
     ap.add_argument("--score-runs", nargs="+", help="score these runs or checkpoints instead of sweeping")
     ap.add_argument("--variant", default=None, help="with --score-runs: one name for all (seeds of one recipe)")
+    ap.add_argument("--write-parts", metavar="DIR", help="write the parts' list files and the manifest with the "
+                    "StyleGAN2 train part into DIR (paths relative to it), and stop")
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()
     if args.run_dir:
         return run_one(args)
+    if args.write_parts:
+        for path in write_parts(Path(args.write_parts), args.data, Path(args.cross)):
+            print(f"wrote {path}")
+        return
     args.results_dir = args.results_dir or args.out
     if args.score_runs:
         return score_runs(args)

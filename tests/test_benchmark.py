@@ -155,6 +155,51 @@ def test_bad_suites_get_one_clear_error(tiny_suite, text, says):
     assert says in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_list_file_names_part_of_a_folder(tiny_suite):
+    """A generator's fakes and a real set's images may be a list file: just the images it names, relative to the
+    list or absolute, blank lines and comments skipped, one image named twice scored once."""
+    sets = tiny_suite.parent.parent / "sets"
+    fakes = images(sets / "gen" / "other" / "fake")
+    photos = images(sets / "photos")
+    (sets / "lists").mkdir()
+    (sets / "lists" / "held-out.txt").write_text(
+        "# the fakes nobody trained on\n\n../gen/other/fake/" + Path(fakes[1]).name + "\n" + fakes[3] + "\n"
+        + fakes[3] + "\n")
+    (sets / "lists" / "photos.txt").write_text("\n".join(photos[:2]) + "\n")
+    suite = read_suite(write_suite(tiny_suite.parent / "listed.yaml", """
+labelled:
+  lab: {data: ../sets/lab}
+generators:
+  gen: {fakes: ../sets/lists/held-out.txt, reals: lab}
+real:
+  photos: {images: ../sets/lists/photos.txt}
+"""))
+    sets_ = {s.name: s for s in suite.sets}
+    assert sorted(s.path for s in sets_["gen"].samples if s.label == 1) == [fakes[1], fakes[3]]
+    assert len([s for s in sets_["gen"].samples if s.label == 0]) == 6  # the labelled set's reals, as before
+    assert [s.path for s in sets_["photos"].samples] == photos[:2]
+
+
+def test_a_list_naming_missing_or_unreadable_files_is_refused(tiny_suite):
+    lists = tiny_suite.parent / "lists"
+    lists.mkdir()
+    (lists / "gone.txt").write_text("../../sets/gen/other/fake/nope.jpg\n" + images(
+        tiny_suite.parent.parent / "sets" / "gen")[0] + "\n")
+    (lists / "binary.txt").write_bytes(b"\xff\xfe\x00\x81" * 8)
+    with pytest.raises(SuiteError) as e:
+        read_suite(write_suite(tiny_suite.parent / "bad-lists.yaml", """
+labelled:
+  lab: {data: ../sets/lab}
+generators:
+  gen: {fakes: lists/gone.txt, reals: lab}
+real:
+  photos: {images: lists/binary.txt}
+"""))
+    message = str(e.value)
+    assert "2 set(s)" in message and "1 of the 2 images listed" in message and "nope.jpg" in message
+    assert "'photos': cannot read the list" in message and "\n" not in message
+
+
 def test_missing_suite_file(tmp_path):
     with pytest.raises(SuiteError, match="not found"):
         read_suite(tmp_path / "nope.yaml")

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -266,3 +267,30 @@ def test_the_stylegan2_manifest_adds_training_fakes_and_keeps_the_splits(folder_
     assert after.counts()["train"] == {"real": before["train"]["real"], "fake": before["train"]["fake"] + 3}
     assert after.counts()["valid"] == before["valid"] and after.counts()["test"] == before["test"]
     assert {str(p) for p in extra} <= {s.path for s in after.splits["train"]}
+
+
+def test_committed_parts_are_what_the_sweep_writes_and_held_out_means_held_out(sample_root, tmp_path):
+    """configs/data/ holds the parts as list files and the manifest the shipped default trains on: written again
+    from ../shared they are the same bytes, and the held-out suite names no image that manifest trains on."""
+    from fakeface.benchmark import read_suite
+    from fakeface.data import discover
+
+    committed = REPO / "configs" / "data"
+    written = gs.write_parts(tmp_path / "data", str(sample_root), sample_root.parent / "cross-generator")
+    assert sorted(p.name for p in written) == sorted(p.name for p in committed.iterdir())
+
+    def named(folder: Path, name: str) -> list:  # relative to another folder each, so compare what they name
+        if name.endswith(".txt"):
+            return [(folder / x).resolve() for x in (folder / name).read_text().splitlines()[1:]]
+        return [(split, Path(s.path).resolve(), s.label) for split, ss in discover(folder / name).splits.items()
+                for s in ss]
+
+    for path in written:
+        assert named(path.parent, path.name) == named(committed, path.name), path.name
+    trained = {p for split, p, _ in named(committed, "faces140k-plus-stylegan2.csv") if split == "train"}
+    suite = read_suite(REPO / "configs" / "benchmarks" / "shared-heldout.yaml")
+    scored = {Path(s.path).resolve() for bset in suite.sets for s in bset.samples}
+    assert len(scored) > 800 and not scored & trained
+    generator = next(s for s in suite.sets if s.kind == "generator")
+    assert sum(s.label == FAKE for s in generator.samples) == len(
+        (committed / "stylegan2-report.txt").read_text().splitlines()) - 1

@@ -9,6 +9,9 @@ A suite is a YAML file naming three kinds of set (paths relative to the suite fi
     real:                # real photos only: how often they are flagged
       unsplash: {images: ../../../shared/data/cross-generator/unsplash/real}
 
+``fakes`` and ``images`` name a folder (every image under it) or a list file (one image path a line, relative to
+the list): a list keeps a benchmark to the part of a folder a detector never trained on.
+
 :func:`read_suite` checks every set (present, readable, not empty) before anything is scored; each image is
 then scored once however many sets hold it. :func:`run_benchmark` writes ``benchmark.json`` (read back by
 :func:`read_benchmark`), ``benchmark.md`` and ``benchmark.png``; :func:`run` is the whole command, detector
@@ -137,6 +140,25 @@ def _images_in(folder: Path) -> list[str]:
     return [p for p in expand_inputs([folder]) if is_image_file(p)]
 
 
+def _listed_images(list_file: Path, problem: Callable[[str], None]) -> list[str] | None:
+    """The images a list file names, one path a line (relative to the file, or absolute; blank lines and lines
+    starting with ``#`` skipped): a part of a folder, e.g. the images a detector was not trained on. Every listed
+    file must exist, so a list made elsewhere cannot silently score fewer images than it names."""
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        problem(f"cannot read the list {list_file}: {type(e).__name__}")
+        return None
+    listed = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    paths = list(dict.fromkeys(os.path.normpath(list_file.parent / Path(x).expanduser()) for x in listed))
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        problem(f"{len(missing)} of the {len(paths)} images listed in {list_file} do not exist (the first: "
+                f"{missing[0]})")
+        return None
+    return paths
+
+
 def read_suite(path: str | os.PathLike) -> Suite:
     """Read and check a suite file: every set must exist and hold images. Raises :class:`SuiteError` naming the
     file and each set at fault (all of them at once), before anything is scored."""
@@ -165,15 +187,19 @@ def read_suite(path: str | os.PathLike) -> Suite:
     problems: list[str] = []
     resolved: dict[str, BenchmarkSet] = {}
 
-    def folder_images(name: str, kind: str, value: str, what: str) -> list[str] | None:
-        folder = where(value)
-        if not folder.is_dir():
-            problems.append(f"{kind} set {name!r}: {what} folder {folder} " +
-                            ("is not a folder" if folder.exists() else "does not exist"))
+    def set_images(name: str, kind: str, value: str, what: str) -> list[str] | None:
+        where_ = where(value)
+        if where_.is_dir():
+            images = _images_in(where_)
+        elif where_.is_file():
+            images = _listed_images(where_, lambda problem: problems.append(f"{kind} set {name!r}: {problem}"))
+            if images is None:
+                return None
+        else:
+            problems.append(f"{kind} set {name!r}: {what} folder or list {where_} does not exist")
             return None
-        images = _images_in(folder)
         if not images:
-            problems.append(f"{kind} set {name!r}: no images in {folder}")
+            problems.append(f"{kind} set {name!r}: no images in {where_}")
             return None
         return images
 
@@ -197,12 +223,12 @@ def read_suite(path: str | os.PathLike) -> Suite:
         resolved[name] = BenchmarkSet(name, "labelled", {"data": str(where(s.data)), "split": split},
                                       tuple(index.splits[split]))
     for name, s in spec.real.items():
-        images = folder_images(name, "real", s.images, "images")
+        images = set_images(name, "real", s.images, "images")
         if images is not None:
             resolved[name] = BenchmarkSet(name, "real", {"images": str(where(s.images))},
                                           tuple(Sample(p, REAL) for p in images))
     for name, s in spec.generators.items():
-        fakes = folder_images(name, "generator", s.fakes, "fakes")
+        fakes = set_images(name, "generator", s.fakes, "fakes")
         if s.reals not in spec.labelled and s.reals not in spec.real:
             problems.append(f"generator set {name!r}: reals: {s.reals!r} is not a labelled or real set of this suite "
                             f"(those are: {', '.join([*spec.labelled, *spec.real]) or 'none'})")
