@@ -35,11 +35,13 @@ import torch
 import yaml
 from sklearn.metrics import roc_curve
 
-from fakeface import __version__
+from fakeface import FAKE, __version__
 from fakeface.benchmark import COLUMNS as BENCHMARK_MEASURES
+from fakeface.benchmark import read_suite
 from fakeface.benchmark import run as run_benchmark
 from fakeface.card import fmt, md_table, with_ci
 from fakeface.checkpoint import ENSEMBLE_CALIBRATION, checkpoint_file, expand_checkpoints
+from fakeface.data import discover
 from fakeface.evaluate import evaluate
 from fakeface.files import file_sha256
 from fakeface.report import read_predictions
@@ -51,6 +53,7 @@ README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
 SPREAD_HEADER = ["metric", "mean", "std", "min", "max"]
 ROBUSTNESS_HEADER = ["perturbation", "level", "accuracy", "ROC-AUC", "change (mean)", "change (worst)"]
 BENCHMARK_HEADER = ["set", "kind", "measure", "mean", "std", "min", "max"]
+TRAINED_GENERATOR = "generator, held-out part"  # the doc's kind for a generator the training data also holds
 
 
 def cpu_name() -> str:
@@ -117,23 +120,33 @@ def benchmark_once(run_dir: Path, suite: Path, n_boot: int) -> dict:
     return result
 
 
-def benchmark_spread(results: list[dict]) -> list[list[str]]:
-    """Each set's measures across seeds: mean, std, min, max."""
+def benchmark_spread(results: list[dict], trained_on: frozenset[str] = frozenset()) -> list[list[str]]:
+    """Each set's measures across seeds: mean, std, min, max. A generator set named in ``trained_on`` is of kind
+    ``TRAINED_GENERATOR``: held-out images of a generator the training data holds, not an unseen one."""
     rows = []
     for i, first in enumerate(results[0]["sets"]):
+        kind = TRAINED_GENERATOR if first["name"] in trained_on else first["kind"]
         for key, value in first["metrics"].items():
             values = [r["sets"][i]["metrics"][key] for r in results if r["sets"][i]["metrics"][key] is not None]
             if value is None or not values:
                 continue
-            rows.append([first["name"], first["kind"], BENCHMARK_MEASURES.get(key, key), fmt(float(np.mean(values))),
+            rows.append([first["name"], kind, BENCHMARK_MEASURES.get(key, key), fmt(float(np.mean(values))),
                          fmt(float(np.std(values))), fmt(min(values)), fmt(max(values))])
     return rows
 
 
+def generators_in_training(data: str, suite: str) -> frozenset[str]:
+    """The suite's generator sets whose fakes lie in a folder the training split also takes images from."""
+    folders = {Path(s.path).resolve().parent for s in discover(data).splits.get("train", [])}
+    return frozenset(b.name for b in read_suite(suite).sets if b.kind == "generator" and any(
+        Path(s.path).resolve().parent in folders for s in b.samples if s.label == FAKE))
+
+
 def shown(path: str) -> str:
-    """A path as the doc shows it: relative to the repository when inside it (no machine's own paths)."""
+    """A path as the doc shows it: relative to the repository when inside it or beside it, as ../shared is (no
+    machine's own paths)."""
     resolved = Path(path).resolve()
-    return os.path.relpath(resolved, REPO) if resolved.is_relative_to(REPO) else str(path)
+    return os.path.relpath(resolved, REPO) if resolved.is_relative_to(REPO.parent) else str(path)
 
 
 def where_the_errors_are(eval_dirs: list[Path]) -> tuple[list[tuple[int, float]], dict[str, int]]:
@@ -210,8 +223,8 @@ Columns with one value per model list them in member order.
     text = f"""# Results on the 140k sample
 
 Written by `benchmarks/accuracy.py`; every number below was printed by it, none typed by hand.
-Recipe: `{args.config}` (trained on the sample's train split, best epoch and decision threshold chosen on its
-valid split, scored here on its test split of {n} images). Intervals are bootstrap 95 % intervals
+Recipe: `{args.config}` (trained on the train split of `{shown(args.data)}`, best epoch and decision threshold
+chosen on its valid split, scored here on its test split of {n} images). Intervals are bootstrap 95 % intervals
 ({args.bootstrap} resamples of the test split).
 {ensemble_note}
 ## Test split, per seed
@@ -253,14 +266,21 @@ the threshold, that limits accuracy.
 Test images wrong for every seed: {wrong["all"]}; for at least half of the seeds: {wrong["half"]}; for any seed:
 {wrong["any"]} (of {n}).
 """
-    bench = benchmark_spread(benchmarks) if benchmarks else []
+    trained_on = generators_in_training(args.data, args.suite) if benchmarks else frozenset()
+    bench = benchmark_spread(benchmarks, trained_on) if benchmarks else []
     if bench:
+        unseen = [r["name"] for r in benchmarks[0]["sets"] if r["kind"] == "generator" and r["name"] not in trained_on]
+        generators = "".join(
+            ([f"\n- {', '.join(unseen)}: fakes of a generator the training data does not hold."] if unseen else []) +
+            ([f"\n- {', '.join(sorted(trained_on))} (kind `{TRAINED_GENERATOR}`): fakes the detector never saw of a "
+              "generator whose other images it trained on - not an unseen generator."] if trained_on else []))
         text += f"""
 ## Cross-generator benchmark (`{shown(args.suite)}`, {len(benchmarks)} seeds)
 
-`fakeface benchmark` with each seed's detector at its own threshold (chosen on the valid split); the StyleGAN2
-fakes are a generator the training data does not hold, scored against the test split's reals; the Unsplash
-photos are reals from elsewhere. Each seed's full table, with intervals, is its run's `benchmark/benchmark.md`.
+`fakeface benchmark` with each seed's detector at its own threshold (chosen on the valid split). Generator sets
+are scored against the test split's reals; real-only sets are photos from elsewhere. Each seed's full table,
+with intervals, is its run's `benchmark/benchmark.md`.
+{generators}
 
 {md_table(BENCHMARK_HEADER, bench)}
 """
@@ -311,6 +331,8 @@ def readme_table(spread: list[list[str]], robustness: list[list[str]], config: s
             rows.append([name, f"{float(row[4]):+.3f}", f"worst seed {float(row[5]):+.3f}"])
     for kind, measure, name in (("generator", "ROC-AUC", "ROC-AUC on an unseen generator: {}"),
                                 ("generator", BENCHMARK_MEASURES["tpr_at_threshold"], "{} fakes caught"),
+                                (TRAINED_GENERATOR, "ROC-AUC", "ROC-AUC on unseen fakes of a trained-on generator: {}"),
+                                (TRAINED_GENERATOR, BENCHMARK_MEASURES["tpr_at_threshold"], "{} fakes caught"),
                                 ("real", BENCHMARK_MEASURES["fpr_at_threshold"], "{} reals flagged fake")):
         for row in (r for r in bench or [] if r[1] == kind and r[2] == measure):
             mean, std, low, high = (float(v) for v in row[3:])
