@@ -1,6 +1,8 @@
 """Make the detector shipped in the package (src/fakeface/default/): the one committed command.
 
-    python benchmarks/make_default.py [--config configs/default.yaml] [--data ../shared/data/faces140k-sample]
+    python benchmarks/make_default.py [--config configs/default.yaml]
+                                      [--data configs/data/faces140k-plus-stylegan2.csv]
+                                      [--suite configs/benchmarks/shared-heldout.yaml]
                                       [--seed 0] [--from-run RUN] [--out src/fakeface/default]
 
 Trains the recipe in ``--config`` on the data's train split with ``--seed`` (or, with ``--from-run``, takes a
@@ -122,9 +124,10 @@ def compare_folder(folder: Path, checkpoint: Path, data: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "default.yaml")
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "faces140k-sample",
+    ap.add_argument("--data", type=Path, default=REPO / "configs" / "data" / "faces140k-plus-stylegan2.csv",
                     help="the training data (with --from-run: the data the run was trained on); its valid split "
-                         "calibrates, its valid and test splits are evaluated")
+                         "calibrates, its valid and test splits are evaluated. The default: the 140k sample with "
+                         "the StyleGAN2 train part beside its training split")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--from-run", type=Path, help="package this run (a run folder or best.pt) instead of training")
     ap.add_argument("--out", type=Path, default=DEFAULT_DIR, help="the model folder to write (replaced whole)")
@@ -135,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="override the config's epochs (a provisional stand-in)")
     ap.add_argument("--limit-train", type=int, help="train on this many images (a provisional stand-in)")
     ap.add_argument("--provisional", action="store_true", help="mark the card provisional (implied by the two above)")
-    ap.add_argument("--suite", type=Path, default=REPO / "configs" / "benchmarks" / "shared.yaml",
-                    help="the benchmark suite whose table goes into the card (give 'none' to skip)")
+    ap.add_argument("--suite", type=Path, default=REPO / "configs" / "benchmarks" / "shared-heldout.yaml",
+                    help="the benchmark suite whose table goes into the card (give 'none' to skip); it must name "
+                         "no image the data trains on")
     ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                     help="ship the int8 ONNX export in the folder where it passes its accuracy guard")
     ap.add_argument("--examples", type=Path, default=REPO / "examples",
@@ -255,8 +259,8 @@ def card_body(release: dict, provenance: dict, metrics: dict, card_path: Path) -
     head += ["The real-vs-generated face detector shipped inside the fakeface package: what `fakeface predict`, "
              "`serve`, `explain`, `evaluate` and `benchmark` use without `--checkpoint`.", "",
              "Intended use: aligned face photos like FFHQ (one face, centred, eyes level). Known failures: face "
-             "swaps and face edits (trained on whole generated faces only), generators other than StyleGAN, "
-             "photos that are not aligned face crops, heavy re-compression.", "",
+             "swaps and face edits (trained on whole generated faces only), generators other than those of its "
+             "training data (below), photos that are not aligned face crops, heavy re-compression.", "",
              "## Provenance", "",
              f"- Made by: `{provenance['command']}`" + (f" from the run {provenance['from_run']}"
                                                         if provenance["from_run"] else ""),
