@@ -114,3 +114,35 @@ def test_an_ensemble_recipe_is_measured_as_one_detector_per_seed(tiny_run, tmp_p
         assert f"| 1, member {k} | {b['temperature']:.3f} | {b['threshold']:.4f} | balanced |" in text
     assert f"| 1, ensemble | - | {own['threshold']:.4f} | balanced (fitted on the ensemble's valid scores) |" in text
     assert "ensemble of 2 models (`members: 2`" in text and "the run's calibration.json" in text
+
+
+def test_a_generator_the_training_data_holds_is_not_called_unseen(tmp_path):
+    """A generator set whose fakes share a folder with training images is labelled a held-out part of a trained-on
+    generator in the doc's table and the README's lines; one whose folder training never used stays unseen."""
+    import importlib.util
+
+    from conftest import make_folder_dataset
+
+    spec = importlib.util.spec_from_file_location("accuracy", REPO / "benchmarks" / "accuracy.py")
+    accuracy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accuracy)
+    data = make_folder_dataset(tmp_path / "data", per_class=4, size=32)
+    other = make_folder_dataset(tmp_path / "other", per_class=4, size=32, splits=("gen",), class_dirs=("fake",))
+    extra = sorted((other / "gen" / "fake").glob("*.jpg"))
+    with open(tmp_path / "manifest.csv", "w", newline="") as f:  # training takes half of the other generator
+        rows = [(str(p), p.parent.name, p.parent.parent.name) for p in sorted(data.rglob("*.jpg"))]
+        csv.writer(f).writerows([("path", "label", "split"), *rows, *[(str(p), "fake", "train") for p in extra[:2]]])
+    (tmp_path / "held-out.txt").write_text("".join(f"{p}\n" for p in extra[2:]))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"labelled": {"lab": {"data": str(data), "split": "test"}}, "generators": {
+        "seen": {"fakes": "held-out.txt", "reals": "lab"}, "unseen": {"fakes": str(data / "valid" / "fake"),
+                                                                       "reals": "lab"}}}))
+    assert accuracy.generators_in_training(str(tmp_path / "manifest.csv"), str(suite)) == {"seen"}
+    assert accuracy.generators_in_training(str(data), str(suite)) == frozenset()
+    result = {"sets": [{"name": n, "kind": "generator", "metrics": {"roc_auc": 0.9, "tpr_at_threshold": 0.8}}
+                       for n in ("seen", "unseen")]}
+    rows = accuracy.benchmark_spread([result, result], frozenset({"seen"}))
+    assert {(r[0], r[1]) for r in rows} == {("seen", accuracy.TRAINED_GENERATOR), ("unseen", "generator")}
+    table = accuracy.readme_table([], [], "c.yaml", 2, 10, tmp_path / "d.md", tmp_path / "README.md", rows)
+    assert "unseen generator: unseen |" in table and "unseen generator: seen |" not in table
+    assert "unseen fakes of a trained-on generator: seen |" in table
