@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sklearn.metrics import roc_curve
 
 from . import FAKE, REAL, __version__
-from .data import SPLIT_ALIASES, DataError, Sample, class_counts, discover
+from .data import SPLIT_ALIASES, DataError, Sample, class_counts, discover, read_path_list
 from .detector import load_detector  # the one place this module gets its detectors from
 from .figures import COLORS, new_figure, save_figure
 from .files import write_text_atomic
@@ -141,16 +141,14 @@ def _images_in(folder: Path) -> list[str]:
 
 
 def _listed_images(list_file: Path, problem: Callable[[str], None]) -> list[str] | None:
-    """The images a list file names, one path a line (relative to the file, or absolute; blank lines and lines
-    starting with ``#`` skipped): a part of a folder, e.g. the images a detector was not trained on. Every listed
-    file must exist, so a list made elsewhere cannot silently score fewer images than it names."""
+    """The images a list file names (:func:`fakeface.data.read_path_list`): a part of a folder, e.g. the images a
+    detector was not trained on. Every listed file must exist, so a list made elsewhere cannot silently score
+    fewer images than it names."""
     try:
-        lines = list_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        problem(f"cannot read the list {list_file}: {type(e).__name__}")
+        paths = list(dict.fromkeys(read_path_list(list_file)))  # an image named twice is scored once
+    except DataError as e:
+        problem(str(e))
         return None
-    listed = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    paths = list(dict.fromkeys(os.path.normpath(list_file.parent / Path(x).expanduser()) for x in listed))
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         problem(f"{len(missing)} of the {len(paths)} images listed in {list_file} do not exist (the first: "
@@ -188,18 +186,18 @@ def read_suite(path: str | os.PathLike) -> Suite:
     resolved: dict[str, BenchmarkSet] = {}
 
     def set_images(name: str, kind: str, value: str, what: str) -> list[str] | None:
-        where_ = where(value)
-        if where_.is_dir():
-            images = _images_in(where_)
-        elif where_.is_file():
-            images = _listed_images(where_, lambda problem: problems.append(f"{kind} set {name!r}: {problem}"))
+        source = where(value)
+        if source.is_dir():
+            images = _images_in(source)
+        elif source.is_file():
+            images = _listed_images(source, lambda problem: problems.append(f"{kind} set {name!r}: {problem}"))
             if images is None:
                 return None
         else:
-            problems.append(f"{kind} set {name!r}: {what} folder or list {where_} does not exist")
+            problems.append(f"{kind} set {name!r}: {what} folder or list {source} does not exist")
             return None
         if not images:
-            problems.append(f"{kind} set {name!r}: no images in {where_}")
+            problems.append(f"{kind} set {name!r}: no images in {source}")
             return None
         return images
 

@@ -83,6 +83,18 @@ def class_counts(samples: list[Sample]) -> dict[str, int]:
 
 
 # -- discovery ------------------------------------------------------------------------------------------------
+def read_path_list(path: str | os.PathLike) -> list[str]:
+    """The paths a list file names, one a line, relative to the file's folder unless absolute; blank lines and
+    ``#`` comments skipped. Raises :class:`DataError` when the file cannot be read as text."""
+    path = Path(path)
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read the list {path}: {type(e).__name__}") from None
+    return [os.path.normpath(path.parent / Path(line).expanduser()) for line in lines
+            if line and not line.startswith("#")]
+
+
 def discover(path: str | os.PathLike) -> DatasetIndex:
     """Index the labelled images under ``path`` (a folder or a CSV manifest). Raises :class:`DataError`."""
     root = Path(path).expanduser()

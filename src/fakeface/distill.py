@@ -24,7 +24,7 @@ import yaml
 from torch.nn import functional as F
 
 from .augment import AugmentConfig
-from .data import UNLABELLED, DataError, Sample
+from .data import UNLABELLED, DataError, Sample, read_path_list
 from .devices import autocast
 from .images import is_image_file
 from .preprocess import Normalize
@@ -81,9 +81,7 @@ def unlabelled_samples(sources: str | list[str] | None) -> list[Sample]:
             files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
                            and is_image_file(p.name))
         elif path.is_file() and path.suffix.lower() == ".txt":
-            lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-            files = [Path(ln) if Path(ln).is_absolute() else path.parent / ln for ln in lines
-                     if ln and not ln.startswith("#")]
+            files = read_path_list(path)
         else:
             raise DataError(f"distill extra_data {path}: not a folder or a .txt list of image paths")
         if not files:
