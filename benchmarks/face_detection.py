@@ -6,7 +6,9 @@ Four measurements, each printed (and written to DIR/face_detection.{json,md} wit
 
 1. The sample's aligned test faces as they are: how often MTCNN finds them, and how far the FFHQ square
    built from its landmarks lies from the image's own frame (the data's alignment) - raw (the FFHQ recipe on
-   MTCNN's points) and as ``fakeface.faces`` uses it (with its scale/shift correction).
+   MTCNN's points) and as ``fakeface.faces`` uses it (with its scale/shift correction); how many lie within
+   ``FRAME_TOLERANCE`` of their frame (so detect-and-align scores them as they are), and with ``--checkpoint``
+   the ROC-AUC that gives beside cutting every one out again.
 2. The same faces pasted into made-up scenes (seeded: a random scene size, a background that is a blurred
    mosaic of other images or smooth noise, the face at a random scale, place and roll, JPEG-encoded): how
    many are found, false faces per scene, and the alignment error - where the eyes of the original aligned
@@ -14,8 +16,9 @@ Four measurements, each printed (and written to DIR/face_detection.{json,md} wit
    reference points; the error is the re-alignment's, not MTCNN's).
 3. With ``--checkpoint`` (anything ``fakeface.detector.load_detector`` takes): the detector's ROC-AUC on the
    aligned faces scored directly vs found, aligned and scored from their scenes, on the faces found.
-4. The Unsplash real photos (tight, unaligned face crops): how often a face is found, and with a checkpoint
-   the share called fake when each photo is scored whole vs through detect-and-align.
+4. The Unsplash real photos (tight, unaligned face crops): how often a face is found, how near a face's square
+   comes to the photo's frame, and with a checkpoint the share called fake when each photo is scored whole vs
+   through detect-and-align.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from fakeface.faces import FACE_SIZE, FaceDetector, crop_face, ffhq_quad
+from fakeface.faces import FACE_SIZE, FRAME_TOLERANCE, FaceDetector, align, crop_face, ffhq_quad
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SQUARE = np.array([[0, 0], [0, FACE_SIZE], [FACE_SIZE, FACE_SIZE], [FACE_SIZE, 0]], dtype=np.float64)
@@ -167,14 +170,24 @@ def run(args) -> dict:
     found = [d[0] for d in own if d]
     raw_side, raw_shift, _ = quad_offsets([ffhq_quad(np.asarray(f.landmarks)) for f in found])
     used_side, used_shift, used_corner = quad_offsets([f.quad for f in found])
+    frame_errors = [f.frame_error(FACE_SIZE, FACE_SIZE) for f in found]
     result["aligned"] = {"found": len(found) / len(paths), "raw_side": raw_side, "raw_shift": raw_shift,
-                         "used_side": used_side, "used_shift": used_shift, "used_corner": used_corner}
+                         "used_side": used_side, "used_shift": used_shift, "used_corner": used_corner,
+                         "as_is": float(np.mean([e <= FRAME_TOLERANCE for e in frame_errors])),
+                         "frame_err_p99": percentile(frame_errors, 99)}
 
     if args.aligned_only:
         return result
     direct = None
     if model is not None:
         direct = np.concatenate([model.predict(faces[i:i + 64]) for i in range(0, len(faces), 64)])
+        # what the detect-and-align path gives an upload that is itself an aligned face, and what cutting every
+        # such face out again would give instead (the cost of re-sampling it)
+        kept = [i for i, d in enumerate(own) if d]
+        as_is = [float(model.predict([crop_face(faces[i], own[i][0])])[0]) for i in kept]
+        realigned = [float(model.predict([align(faces[i], own[i][0].quad)])[0]) for i in kept]
+        result["aligned"].update(roc_auc_through_detect=auc([labels[i] for i in kept], as_is),
+                                 roc_auc_all_realigned=auc([labels[i] for i in kept], realigned))
 
     # 2. the same faces in scenes
     errs, hits, false, sides, times, scene_p, direct_p, hit_labels = [], [], 0, [], [], [], [], []
@@ -218,17 +231,20 @@ def run(args) -> dict:
     # 4. Unsplash
     photos = sorted(Path(args.unsplash).glob("*.jpg"))[: args.unsplash_n]
     if photos:
-        found_u, whole_fake, face_fake = 0, [], []
+        found_u, whole_fake, face_fake, frame_errors = 0, [], [], []
         for p in photos:
             img = Image.open(p).convert("RGB")
             detected = finder.detect(img)
             found_u += bool(detected)
+            frame_errors.extend(f.frame_error(*img.size) for f in detected)
             if model is not None:
                 whole_fake.append(model.verdict(float(model.predict([img])[0])) == "fake")
                 if detected:
                     probs = model.predict([crop_face(img, f) for f in detected])
                     face_fake.append(model.verdict(float(max(probs))) == "fake")
-        result["unsplash"] = {"photos": len(photos), "found": found_u / len(photos)}
+        result["unsplash"] = {"photos": len(photos), "found": found_u / len(photos),
+                              "as_is": float(np.mean([e <= FRAME_TOLERANCE for e in frame_errors])),
+                              "frame_err_min": min(frame_errors, default=None)}
         if model is not None:
             result["unsplash"].update(fake_share_whole=float(np.mean(whole_fake)),
                                       fake_share_faces_found=float(np.mean(face_fake)) if face_fake else None)
@@ -242,6 +258,11 @@ ROWS = [  # (section, key, label, format)
     ("aligned", "used_side", "aligned faces: the square used, side / 256", "{:.3f}"),
     ("aligned", "used_shift", "aligned faces: the square used, centre shift x, y", "{:+.4f}, {:+.4f}"),
     ("aligned", "used_corner", "aligned faces: the square used, median worst-corner error (px of 256)", "{:.1f}"),
+    ("aligned", "frame_err_p99", "aligned faces: the square's worst corner off the image's frame, 99th percentile "
+     "(of the side)", "{:.3f}"),
+    ("aligned", "as_is", "aligned faces: framed within FRAME_TOLERANCE, so scored as they are", "{:.1%}"),
+    ("aligned", "roc_auc_through_detect", "ROC-AUC, aligned faces through detect-and-align", "{:.4f}"),
+    ("aligned", "roc_auc_all_realigned", "ROC-AUC, aligned faces all cut out again (re-sampled)", "{:.4f}"),
     ("scenes", "found", "scenes: pasted face found", "{:.1%}"),
     ("scenes", "found_face_side_lt_192px", "scenes: found, pasted side < 192 px", "{:.1%}"),
     ("scenes", "false_faces_per_scene", "scenes: false faces per scene", "{:.3f}"),
@@ -254,6 +275,8 @@ ROWS = [  # (section, key, label, format)
     ("verdicts", "roc_auc_change", "ROC-AUC change", "{:+.4f}"),
     ("verdicts", "verdicts_changed", "verdicts changed", "{:.1%}"),
     ("unsplash", "found", "Unsplash photos: a face found", "{:.1%}"),
+    ("unsplash", "as_is", "Unsplash faces framed within FRAME_TOLERANCE (scored as they are)", "{:.1%}"),
+    ("unsplash", "frame_err_min", "Unsplash faces: nearest square to the photo's frame (of the side)", "{:.3f}"),
     ("unsplash", "fake_share_whole", "Unsplash: called fake, scored whole", "{:.1%}"),
     ("unsplash", "fake_share_faces_found", "Unsplash: called fake, through detect-and-align", "{:.1%}"),
 ]

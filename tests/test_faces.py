@@ -12,7 +12,16 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from conftest import REPO
-from fakeface.faces import NO_FACE, FaceDetector, FaceDetectorError, analyse, crop_face, default_weights, warp_square
+from fakeface.faces import (
+    NO_FACE,
+    FaceDetector,
+    FaceDetectorError,
+    align,
+    analyse,
+    crop_face,
+    default_weights,
+    warp_square,
+)
 from fakeface.models.mtcnn import NETS, ONet, PNet, RNet
 
 
@@ -98,13 +107,38 @@ def test_realigning_an_aligned_ffhq_face_gives_it_back(sample_root, finder):
         img = Image.open(path).convert("RGB")
         face = finder.detect(img)[0]
         corner_errors.append(np.abs(face.quad - square).max())
-        again = np.asarray(crop_face(img, face), dtype=np.float32)[32:-32, 32:-32]
+        again = np.asarray(align(img, face.quad), dtype=np.float32)[32:-32, 32:-32]
         orig = np.asarray(img, dtype=np.float32)
         diffs.append(np.abs(again - orig[32:-32, 32:-32]).mean())
         shifted_diffs.append(np.abs(orig[40:-24, 32:-32] - orig[32:-32, 32:-32]).mean())  # 8 px (3 %) lower
     assert np.median(corner_errors) < 8 and max(corner_errors) < 20, np.round(corner_errors, 1)
     # nearer the original than the original is to itself moved down by 8 px
     assert np.median(diffs) < np.median(shifted_diffs), (diffs, shifted_diffs)
+
+
+def test_an_image_that_already_is_the_aligned_face_is_scored_as_it_is(sample_root, tiny_run, finder):
+    """Re-sampling an aligned face only blurs it, so within the landmarks' noise of its frame it is kept; turned or
+    cut tighter, it is cut out again."""
+    from fakeface.detector import Detector
+
+    detector = Detector(tiny_run[1], device="cpu")
+    path = next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "fake").glob("*.jpg"))
+    img = Image.open(path).convert("RGB")
+    face = finder.detect(img)[0]
+    assert face.frames(*img.size) and np.array_equal(np.asarray(crop_face(img, face)), np.asarray(img))
+    (row,) = analyse(detector, img, finder)["faces"]
+    assert row["realigned"] is False and row["crop"] == [0, 0, 256, 256]
+    assert row["quad"] == [[0, 0], [0, 256], [256, 256], [256, 0]]
+    assert row["p_fake"] == pytest.approx(float(detector.predict([img])[0]), abs=1e-6)
+    big = img.resize((512, 512), Image.Resampling.BICUBIC)  # the same face at twice the side: kept, resized back
+    big_face = finder.detect(big)[0]
+    assert big_face.frames(*big.size) and crop_face(big, big_face).size == (256, 256)
+    for changed in (img.rotate(12, Image.Resampling.BILINEAR), img.crop((24, 24, 232, 232))):
+        moved = finder.detect(changed)[0]
+        assert not moved.frames(*changed.size), moved.frame_error(*changed.size)
+        (row,) = analyse(detector, changed, finder)["faces"]
+        assert row["realigned"] is True and row["crop"] == list(moved.crop)
+        assert np.array_equal(np.asarray(crop_face(changed, moved)), np.asarray(align(changed, moved.quad)))
 
 
 def test_a_tight_face_crop_is_framed_like_ffhq_with_the_missing_margin_filled(sample_root, finder):
@@ -139,7 +173,7 @@ def test_an_image_without_a_face_says_no_face(tiny_run, finder):
     for whole in (analyse(detector, blank, finder, whole_image_if_none=True), analyse(detector, blank, None)):
         assert whole["faces_found"] == 0 and whole["verdict"] == detector.verdict(p)
         assert whole["faces"] == [{"box": [0, 0, 300, 200], "crop": [0, 0, 300, 200], "p_fake": pytest.approx(p),
-                                   "verdict": detector.verdict(p), "whole_image": True}]
+                                   "verdict": detector.verdict(p), "whole_image": True, "realigned": False}]
 
 
 def test_faces_are_scored_aligned_and_described(sample_root, tiny_run, finder):
