@@ -4,7 +4,9 @@ P-Net slides over an image pyramid and proposes boxes, R-Net refines them on 24 
 48 px crops and places the eyes, nose tip and mouth corners. The layer names and shapes are those of
 facenet-pytorch's ``PNet``/``RNet``/``ONet`` (MIT), whose published weights (converted from the authors' Caffe
 models) load into them unchanged; ``benchmarks/make_mtcnn_weights.py`` packs them into one safetensors file.
-Pixels are RGB on 0-255 and each net sees ``(x - 127.5) / 128``, as the weights were trained.
+Pixels are RGB on 0-255 and each net sees ``(x - 127.5) / 128``, as the weights were trained. The pyramid and the
+nets' crops are resampled with OpenCV's area interpolation (as the TensorFlow port of facenet does; facenet-pytorch
+uses PyTorch's adaptive pooling, slower at the same alignment error: ``benchmarks/face_detection.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -169,19 +172,19 @@ def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return boxes[:, :4] + offsets * wh
 
 
-def _crops(img: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Tensor:
-    """(N, 3, size, size) network input cut from ``img`` (3, H, W) at integer square ``boxes``; parts outside the
-    image are zeros, as in the original Caffe pipeline, so a face at the border keeps its proportions."""
-    _, h, w = img.shape
-    out = []
-    for x0, y0, x1, y1 in np.floor(boxes[:, :4]).astype(int):
+def _crops(img: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
+    """(N, 3, size, size) network input cut from ``img`` (H, W, 3) float32 at integer square ``boxes``; parts
+    outside the image are zeros, as in the original Caffe pipeline, so a face at the border keeps its proportions."""
+    h, w, _ = img.shape
+    out = np.empty((len(boxes), size, size, 3), dtype=np.float32)
+    for i, (x0, y0, x1, y1) in enumerate(np.floor(boxes[:, :4]).astype(int)):
         x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-        patch = img.new_zeros((3, y1 - y0, x1 - x0))
+        patch = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.float32)
         sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         if sx1 > sx0 and sy1 > sy0:
-            patch[:, sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = img[:, sy0:sy1, sx0:sx1]
-        out.append(F.interpolate(patch[None], size=(size, size), mode="area"))
-    return (torch.cat(out) - 127.5) / 128.0
+            patch[sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = img[sy0:sy1, sx0:sx1]
+        out[i] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy((out - 127.5) / 128.0).permute(0, 3, 1, 2)
 
 
 class MTCNN:
@@ -206,7 +209,7 @@ class MTCNN:
         """``rgb`` (H, W, 3) uint8 -> boxes (N, 4) as x0, y0, x1, y1, scores (N,), landmarks (N, 5, 2) as x, y of
         the left eye, right eye, nose tip, left and right mouth corner (left/right as seen in the image);
         most confident first."""
-        img = torch.tensor(np.asarray(rgb), dtype=torch.float32).permute(2, 0, 1)  # (3, H, W)
+        img = np.asarray(rgb, dtype=np.float32)
         empty = np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
         boxes = self._propose(img)
         if len(boxes) == 0:
@@ -233,13 +236,13 @@ class MTCNN:
         pick = nms(boxes, scores, 0.7, mode="min")
         return boxes[pick], scores[pick], landmarks[pick]
 
-    def _propose(self, img: torch.Tensor) -> np.ndarray:
+    def _propose(self, img: np.ndarray) -> np.ndarray:
         """P-Net over the image pyramid -> candidate boxes (N, 4), each level's and then all levels' NMS'd."""
-        _, h, w = img.shape
+        h, w, _ = img.shape
         scale, found = 12.0 / self.min_face, []
         while min(h, w) * scale >= 12:
-            level = F.interpolate(img[None], size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
-            offsets, probs = self.pnet((level - 127.5) / 128.0)
+            level = cv2.resize(img, (int(w * scale + 1), int(h * scale + 1)), interpolation=cv2.INTER_AREA)
+            offsets, probs = self.pnet(torch.from_numpy((level - 127.5) / 128.0).permute(2, 0, 1)[None])
             ys, xs = np.nonzero(probs[0, 1].numpy() >= self.thresholds.pnet)
             if len(ys):
                 scores = probs[0, 1].numpy()[ys, xs]
