@@ -1,11 +1,12 @@
 """Load test of `fakeface serve` on 127.0.0.1, beside the offline batch throughput of the same model.
 
     python benchmarks/serve_load.py --checkpoint runs/x/best.pt [--requests 2000] [--concurrency 16]
-                                    [--detect-faces on|off]
+                                    [--detect-faces on|off] [--payload faces|scenes]
 
 Without --checkpoint it makes a throw-away 160 px checkpoint (untrained weights: speed only). Starts the server
 on a free loopback port, sends a bounded number of real multipart uploads (sample JPEGs when ../shared is
-present, generated ones otherwise) from a thread pool, and prints throughput, p50/p95/p99 latency, the error
+present - the aligned faces, or with --payload scenes each pasted into a photo-sized scene - generated ones
+otherwise) from a thread pool, and prints throughput, p50/p95/p99 latency, the error
 count (must be 0), and served images/s divided by the offline batch-32 images/s of the same checkpoint
 measured in this run (the model alone: with --detect-faces on, the API's default, each request also finds and
 aligns its faces, which the offline figure leaves out). The loop is bounded in count and time and stops by itself.
@@ -33,8 +34,19 @@ from PIL import Image
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces140k-sample"
 
 
-def payloads(n: int = 32) -> list[bytes]:
+def payloads(n: int = 32, scenes: bool = False) -> list[bytes]:
+    """``n`` uploads: the sample's aligned test faces, or (``scenes``) each pasted into a photo-sized scene as
+    benchmarks/face_detection.py makes them, so that the face must be found and cut out."""
     files = sorted((SHARED / "real_vs_fake" / "real-vs-fake" / "test").glob("*/*.jpg"))[:n]
+    if files and scenes:
+        from face_detection import make_scene  # beside this script
+
+        out = []
+        for i, f in enumerate(files):
+            buf = io.BytesIO()
+            make_scene(Image.open(f).convert("RGB"), i, files)[0].save(buf, "JPEG", quality=90)
+            out.append(buf.getvalue())
+        return out
     if files:
         return [f.read_bytes() for f in files]
     rng = np.random.default_rng(0)
@@ -83,6 +95,8 @@ def main():
     ap.add_argument("--max-batch", type=int, default=32, help="passed to fakeface serve")
     ap.add_argument("--detect-faces", choices=["on", "off"], default="on",
                     help="the API's face finding for every request (on: the API's default)")
+    ap.add_argument("--payload", choices=["faces", "scenes"], default="faces",
+                    help="upload the sample's aligned test faces, or each pasted into a larger photo-like scene")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     ckpt = args.checkpoint
@@ -106,7 +120,7 @@ def main():
                 break
             except OSError:
                 time.sleep(0.2)
-        data = payloads()
+        data = payloads(scenes=args.payload == "scenes")
         post(port, data[0], args.detect_faces)  # warm-up
         backend = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/model", timeout=10))["backend"]
         latencies, errors = [], 0
@@ -130,7 +144,7 @@ def main():
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) * 1000
     offline = offline_throughput(ckpt)
     print(f"{len(latencies)} requests at concurrency {args.concurrency} ({backend}, face finding "
-          f"{args.detect_faces}): {served:.1f} img/s, "
+          f"{args.detect_faces}, {args.payload}): {served:.1f} img/s, "
           f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms, errors {errors}")
     print(f"offline batch-32 throughput of the same model: {offline:.1f} img/s; served/offline = "
           f"{served / offline:.2f}")

@@ -6,15 +6,18 @@ import http.client
 import io
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from conftest import noise_image
@@ -147,7 +150,7 @@ def test_no_face_found_is_said_not_scored_unless_the_whole_image_is_asked_for(cl
     assert r.status_code == 200 and body["faces_found"] == 0 and body["verdict"] in ("real", "fake")
     assert body["p_fake"] == pytest.approx(float(expected), abs=1e-5)
     assert body["faces"] == [{"box": [0, 0, 400, 300], "crop": [0, 0, 400, 300], "p_fake": body["p_fake"],
-                              "verdict": body["verdict"], "whole_image": True}]
+                              "verdict": body["verdict"], "whole_image": True, "realigned": False}]
     assert body["face_detection"] == "no face found: the whole image was scored instead"
 
 
@@ -166,6 +169,38 @@ def test_a_found_face_is_described_by_its_aligned_square(client, sample_root):
     quad = np.array(row["quad"])
     assert quad.shape == (4, 2) and np.abs(quad.mean(0) - [400, 240]).max() < 20  # centred on the pasted face
     assert body["p_fake"] == row["p_fake"] and body["verdict"] == row["verdict"] in ("real", "fake")
+    assert row["realigned"] is True
+
+
+def test_an_upload_that_already_is_an_aligned_face_is_scored_as_it_is(client, sample_root):
+    data = next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "fake").glob("*.jpg")).read_bytes()
+    found = client.post("/v1/predict", files={"file": ("face.jpg", data, "image/jpeg")}).json()
+    whole = client.post("/v1/predict?detect_faces=false", files={"file": ("face.jpg", data, "image/jpeg")}).json()
+    (row,) = found["faces"]
+    assert row["realigned"] is False and row["whole_image"] is False and row["crop"] == [0, 0, 256, 256]
+    assert found["p_fake"] == pytest.approx(whole["p_fake"], abs=1e-6) and whole["faces"][0]["realigned"] is False
+
+
+def test_face_finding_gets_one_torch_thread_a_request_beside_an_onnx_model(checkpoint, tmp_path):
+    def threads_of_a_new_thread() -> int:  # what a request's worker thread starts PyTorch with
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        worker.start()
+        worker.join()
+        return seen[0]
+
+    shutil.copy(checkpoint, tmp_path / "best.pt")  # its ONNX export is made beside it
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for precision, backend, threads in (("fp32", "pytorch", 2), ("auto", "onnx", 1)):
+            config = ServeConfig(checkpoint=str(tmp_path / "best.pt"), precision=precision)
+            with TestClient(create_app(config)) as c:
+                assert c.get("/v1/model").json()["backend"] == backend
+                assert threads_of_a_new_thread() == threads  # PyTorch scoring the model keeps its threads
+            assert threads_of_a_new_thread() == 2  # given back when the server stops
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_the_face_detector_is_built_on_first_use_and_a_missing_one_is_a_503(checkpoint, tmp_path):

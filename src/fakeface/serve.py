@@ -46,9 +46,10 @@ from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 log = logging.getLogger("fakeface.serve")
 
-# Whether the API and the page find and align faces unless told: on, since detect-and-align keeps the shipped
-# detector's ROC-AUC within 0.01 of scoring aligned faces (benchmarks/face_detection.py,
-# docs/experiments/face-detection/) and an image without a face then gets no_face rather than a guess
+# Whether the API and the page find and align faces unless told: on, since an upload that already is an aligned
+# face is then scored as it is, a face in a larger photo can only be scored once it is cut out (at some cost in
+# ROC-AUC: benchmarks/face_detection.py, docs/experiments/face-detection/), and an image without a face gets
+# no_face rather than a guess
 DETECT_FACES_DEFAULT = True
 
 
@@ -153,6 +154,9 @@ class FaceResult(BaseModel):
     p_fake: float = Field(description="Calibrated probability that the face is generated")
     verdict: str = Field(description="fake or real, at the detector's threshold")
     whole_image: bool = Field(description="True when the whole image was scored as one face crop")
+    realigned: bool = Field(False, description="True when the face was cut out of the image and resampled; False "
+                            "when the image already was the aligned face (within the face detector's landmark "
+                            "noise) and was scored as it is, or when it was scored whole")
     heatmap_png_base64: str | None = Field(None, description="Grad-CAM heatmap (PNG, base64), with explain=true")
 
 
@@ -481,6 +485,12 @@ def create_app(config: ServeConfig, detector=None) -> FastAPI:
         state = app.state
         state.detector = detector if detector is not None else load_served_detector(config)
         state.faces = _FaceDetectorSlot(config.face_weights)
+        # Requests run side by side in the thread pool, so when PyTorch runs only their face finding (the model is
+        # an ONNX export with threads of its own) it gets one thread a request: more would only contend.
+        torch_threads = torch.get_num_threads()
+        if all(m.backend_choice is not None and m.backend_choice.backend.startswith("onnx")
+               for m in state.detector.members):
+            torch.set_num_threads(1)
         # one micro-batcher per model: an ensemble's members batch (and may preprocess) independently
         state.batchers = [MicroBatcher(m.scorer.logits, config.max_batch, config.max_wait_ms)
                           for m in state.detector.members]
@@ -493,6 +503,7 @@ def create_app(config: ServeConfig, detector=None) -> FastAPI:
         for b in state.batchers:
             await b.stop()
         state.detector = None
+        torch.set_num_threads(torch_threads)
 
     app = FastAPI(title="fakeface", version=__version__, lifespan=lifespan,
                   description="Tells real face photos from generated (GAN / deepfake) ones. "
