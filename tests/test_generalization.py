@@ -213,6 +213,7 @@ def test_the_rule_picks_by_the_numbers_it_was_written_for():
 
 # -- weights-only copies and scoring --------------------------------------------------------------------------
 def test_weights_only_copy_is_small_and_predicts_alike(tmp_path):
+    torch.manual_seed(0)
     model = _trained_looking(create_model("efficientnet_lite0", input_filter="npr"))
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.randn(2, 3, 64, 64)).sum().backward()
@@ -225,9 +226,10 @@ def test_weights_only_copy_is_small_and_predicts_alike(tmp_path):
     small = load_checkpoint(tmp_path / "weights.pt")
     assert small["threshold"] == 0.3 and "optimizer" not in small
     rebuilt, _ = model_from_checkpoint(small)
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert torch.allclose(model(x), rebuilt(x), atol=2e-2)
+        # fp16 weights keep about three significant digits, so logits agree relatively, not to a fixed margin
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=1e-2, atol=2e-2)
 
 
 @pytest.mark.slow
