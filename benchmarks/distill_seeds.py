@@ -27,21 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fakeface.hub import weights_copy
 from fakeface.text import fmt
-
-WEIGHTS_KEYS = ("format", "format_version", "fakeface_version", "model", "preprocess", "threshold",
-                "threshold_policy", "temperature", "tta", "epoch", "classes", "data")
-
-
-def weights_only(best: Path, out: Path) -> Path:
-    """A copy of checkpoint ``best`` without optimiser state or history, its floating-point weights in fp16."""
-    from fakeface.checkpoint import load_checkpoint, save_atomic
-
-    ckpt = load_checkpoint(best)
-    small = {k: ckpt[k] for k in WEIGHTS_KEYS if k in ckpt}
-    small["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    save_atomic(small, out)
-    return out
 
 
 def valid_scores(detector_path, data: str) -> dict:
@@ -131,7 +118,7 @@ def main():
         run = out / f"seed{seed}"
         if seed in failed or not (run / "best.pt").is_file():
             continue
-        weights = weights_only(run / "best.pt", run / "weights.pt")
+        weights = weights_copy(run / "best.pt", run / "weights.pt")
         ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
         s = result["students"][seed] = {"path": str(run), "weights": str(weights),
                                         "weights_mb": round(weights.stat().st_size / 1e6, 2),

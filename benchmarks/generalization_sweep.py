@@ -123,16 +123,6 @@ def write_parts(folder: Path, data: str, cross: Path) -> list[Path]:
 
 
 # -- one run --------------------------------------------------------------------------------------------------
-def weights_only(best: Path, out: Path) -> Path:
-    """best.pt without optimizer state, its floating-point weights in fp16: what predict needs, a fifth the size."""
-    ckpt = torch.load(best, map_location="cpu", weights_only=True)
-    drop = ("optimizer", "scheduler", "scaler", "rng", "train_state_dict", "ema_steps")
-    small = {k: v for k, v in ckpt.items() if k not in drop}
-    small["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    torch.save(small, out)
-    return out
-
-
 def flops_per_image(model: torch.nn.Module, size: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -226,6 +216,7 @@ def score_checkpoint(path: Path, data: str, parts: dict[str, list[str]], workers
 
 def run_one(args) -> None:
     """Child process: train one (variant, seed), keep weights.pt, score it into RUN_DIR/result.json."""
+    from fakeface.hub import weights_copy
     from fakeface.train import TrainConfig, train
 
     run_dir = Path(args.run_dir)
@@ -235,7 +226,7 @@ def run_one(args) -> None:
     cfg = TrainConfig.from_dict({**spec["config"], "data": spec["data"], "out": str(run_dir), "seed": spec["seed"],
                                  "workers": args.workers})
     train(cfg, resume=(run_dir / "last.pt").is_file())
-    weights_only(run_dir / "best.pt", run_dir / "weights.pt")
+    weights_copy(run_dir / "best.pt", run_dir / "weights.pt")
     result = score_checkpoint(run_dir / "best.pt", spec["score_data"], spec["parts"], args.workers, spec["limit"])
     (run_dir / "last.pt").unlink(missing_ok=True)  # optimizer state: not needed once scored
     meta = {k: v for k, v in spec.items() if k not in ("parts", "config", "recipe")}
@@ -386,6 +377,8 @@ def _load_results(out: Path, names) -> list[dict]:
 
 def score_runs(args) -> None:
     """--score-runs: score checkpoints or run folders made elsewhere; results.json and optional tars."""
+    from fakeface.hub import weights_copy
+
     parts = cross_parts(Path(args.cross))
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -402,7 +395,7 @@ def score_runs(args) -> None:
         results.append({"variant": name, "seed": i, "path": str(run), **r})
         small = ckpt.with_name("weights.pt") if ckpt.name != "weights.pt" else ckpt
         if not small.is_file():
-            weights_only(ckpt, small)
+            weights_copy(ckpt, small)
         weights.append((f"{name}-{i}.pt", small))
         (out / "scored.json").write_text(json.dumps(results, indent=1))
     print(tables(results, list(dict.fromkeys(r["variant"] for r in results))))

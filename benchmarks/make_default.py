@@ -42,7 +42,7 @@ from fakeface.data import discover  # noqa: E402
 from fakeface.detector import load_detector  # noqa: E402
 from fakeface.evaluate import evaluate, headline  # noqa: E402
 from fakeface.export import Int8Refused, export_run  # noqa: E402
-from fakeface.hub import DEFAULT_DIR, INFERENCE_KEYS, TRAINING_KEYS, save_folder  # noqa: E402
+from fakeface.hub import DEFAULT_DIR, inference_part, save_folder  # noqa: E402
 from fakeface.metrics import compute_metrics  # noqa: E402
 from fakeface.predict import predict_paths  # noqa: E402
 from fakeface.train import load_config, train  # noqa: E402
@@ -87,9 +87,7 @@ def inference_copy(run: Path, work: Path) -> Path:
     for src, dst in [(checkpoint_file(m), work / m.name / "best.pt") for m in members] or [
             (checkpoint_file(run), work / "best.pt")]:
         ckpt = load_checkpoint(src)
-        kept = {k: v for k, v in ckpt.items() if k in (*INFERENCE_KEYS, *TRAINING_KEYS, "format", "format_version",
-                                                        "fakeface_version", "model", "state_dict")}
-        save_atomic({**kept, **portable(ckpt)}, dst)
+        save_atomic({**inference_part(ckpt), **portable(ckpt)}, dst)
     if members and (run / "calibration.json").is_file():
         shutil.copy(run / "calibration.json", work / "calibration.json")
     return work

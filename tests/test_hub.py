@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
 from fakeface.detector import Detector, load_detector
-from fakeface.hub import FolderError, load_folder, read_config, save_folder
+from fakeface.hub import FolderError, load_folder, read_config, save_folder, weights_copy
 from fakeface.predict import predict_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +43,19 @@ def test_folder_round_trips_probabilities(tiny_run, tmp_path, dtype, tol):
     p_folder, p_pt = _probs(load_detector(folder, "as-given", "cpu"), data), _probs(Detector(best, device="cpu"), data)
     assert np.abs(p_folder - p_pt).max() <= tol
     assert (folder / "model.safetensors").stat().st_size < best.stat().st_size  # no optimizer state
+
+
+def test_weights_copy_is_a_smaller_checkpoint_that_predicts_alike(tiny_run, tmp_path):
+    data, best = tiny_run
+    small = weights_copy(best, tmp_path / "weights.pt")
+    ckpt, original = load_checkpoint(small), load_checkpoint(best)
+    for key in ("model", "preprocess", "threshold", "temperature", "threshold_policy", "history", "train_config"):
+        assert ckpt[key] == original[key], key
+    assert {"optimizer", "rng"} <= set(original) and not {"optimizer", "rng"} & set(ckpt)
+    assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert small.stat().st_size < best.stat().st_size / 2.5
+    p_small, p_pt = _probs(Detector(small, device="cpu"), data), _probs(Detector(best, device="cpu"), data)
+    assert np.abs(p_small - p_pt).max() <= 2e-2
 
 
 def test_folder_card_has_hub_front_matter(tiny_run, tmp_path):

@@ -41,6 +41,7 @@ from .checkpoint import (
     ensemble_members,
     load_checkpoint,
     read_ensemble_calibration,
+    save_atomic,
 )
 from .files import file_sha256
 
@@ -119,6 +120,23 @@ def _write_model(ckpt: dict, folder: Path, dtype: str, release: dict, extra: dic
               **(extra or {})}
     _write_json(folder / CONFIG, config)
     return config
+
+
+def inference_part(ckpt: dict) -> dict:
+    """A checkpoint without optimizer, scheduler, scaler and RNG state: what predicting, calibrating and
+    describing it read."""
+    keep = ("format", "format_version", "fakeface_version", "model", "state_dict", *INFERENCE_KEYS, *TRAINING_KEYS)
+    return {k: v for k, v in ckpt.items() if k in keep}
+
+
+def weights_copy(source: str | os.PathLike, out: str | os.PathLike, dtype: str = "float16") -> Path:
+    """Checkpoint ``source`` as :func:`inference_part` keeps it, floating-point weights in ``dtype``: an ordinary
+    checkpoint every command takes, a fraction of a training checkpoint's size."""
+    small = inference_part(load_checkpoint(source))
+    small["state_dict"] = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v
+                           for k, v in small["state_dict"].items()}
+    save_atomic(small, out)
+    return Path(out)
 
 
 def _write_json(path: Path, obj: dict) -> None:
