@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +79,19 @@ def test_readme_shows_what_the_default_says_of_the_examples():
     shown = readme_demo_block((REPO / "README.md").read_text())
     assert shown == verdicts_markdown(expected)
     assert all(f"| {r['file']} | {r['label']} | {r['p_fake']} | {r['verdict']}" in shown for r in expected)
+
+
+def test_readme_python_example_runs_as_written():
+    code = re.search(r"From Python.*?```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)[1]
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    expected = {r["file"]: r["verdict"] for r in _csv(EXAMPLES_DIR / "expected.csv")}
+    scored = {Path(line.split()[0]).name: line.split() for line in lines[:2]}
+    assert {name: row[2] for name, row in scored.items()} == {n: expected[n] for n in scored} and len(scored) == 2
+    assert lines[2].startswith("README.md None None ") and "not an image" in lines[2]
+    face = lines[3].split(" ", 2)
+    assert face[0].endswith("stylegan2-002668d6c15f2c68.jpg") and face[1] == "1" and "'fake'" in face[2]
 
 
 def test_demo_refuses_a_folder_without_labels(tmp_path):
