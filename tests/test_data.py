@@ -276,12 +276,14 @@ def bad_files(tmp_path) -> dict[str, Path]:
     out["text"] = d / "text.png"
     _png_bomb(d / "bomb.png")
     out["bomb"] = d / "bomb.png"
+    Image.new("RGB", (1, 40_000)).save(d / "strip.png")  # few pixels, but 256 x 10,240,000 once scaled
+    out["strip"] = d / "strip.png"
     return out
 
 
 @pytest.mark.parametrize("kind,reason", [("empty", "empty file"), ("truncated", "truncated"),
                                          ("corrupt", "corrupt|not an image"), ("text", "not an image"),
-                                         ("bomb", "too large")])
+                                         ("bomb", "too large"), ("strip", "too large once scaled")])
 def test_bad_files_give_one_clear_reason(bad_files, kind, reason):
     with pytest.raises(ImageLoadError, match=reason) as e:
         load_image(bad_files[kind])
@@ -331,7 +333,7 @@ def test_loader_skips_broken_files_and_keeps_the_rest(bad_files):
     assert batch["index"].tolist() == [0]
     reasons = dict(batch["failures"])
     assert sorted(reasons) == list(range(1, len(samples)))
-    assert "too large" in reasons[len(samples) - 1]
+    assert "too large" in reasons[len(samples) - 2] and "too large once scaled" in reasons[len(samples) - 1]
 
 
 def test_training_augmentation_is_reproducible_per_sample(tmp_path):

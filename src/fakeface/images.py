@@ -29,6 +29,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 # 50 megapixels is ~7000x7000: far larger than any face photo we score, far smaller than a decompression
 # bomb (a 1 KB PNG can claim 100k x 100k pixels).
 DEFAULT_MAX_PIXELS = 50_000_000
+# Scoring scales the shorter side to the model's size, so a 1 x 40,000 strip that passes the pixel limit would
+# become gigabytes; no photo, panoramas included, is further apart than this.
+MAX_ASPECT_RATIO = 25
 
 
 class ImageLoadError(ValueError):
@@ -98,6 +101,11 @@ def _decode(source, max_pixels: int | None, min_side: int | None) -> Image.Image
                 raise ImageLoadError(
                     f"image too large: {width}x{height} = {width * height:,} pixels "
                     f"(limit {max_pixels:,})"
+                )
+            if max(width, height) > MAX_ASPECT_RATIO * max(min(width, height), 1):
+                raise ImageLoadError(
+                    f"image too large once scaled: {width}x{height} is a strip "
+                    f"(the longer side may be at most {MAX_ASPECT_RATIO} times the shorter)"
                 )
             if img.format == "JPEG":
                 if min_side is not None:
