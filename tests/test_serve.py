@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from conftest import noise_image
 from fakeface.checkpoint import load_checkpoint, save_atomic
@@ -60,7 +61,6 @@ def test_predict_matches_the_library(client, checkpoint):
     r = client.post("/v1/predict?detect_faces=false", files={"file": ("face.jpg", data, "image/jpeg")})
     assert r.status_code == 200, r.text
     body = r.json()
-    from PIL import Image
 
     expected = Detector(checkpoint, precision="fp32").predict([Image.open(io.BytesIO(data)).convert("RGB")])[0]
     assert body["p_fake"] == pytest.approx(float(expected), abs=1e-5)
@@ -86,6 +86,15 @@ def test_decompression_bomb_refused_before_decoding(client, tmp_path):
     r = client.post("/v1/predict", files={"file": ("bomb.png", (tmp_path / "bomb.png").read_bytes(), "image/png")})
     assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large"
     assert r.json()["error"]["message"] == f"image too large: 10,000,000,000 pixels (limit {DEFAULT_MAX_PIXELS:,})"
+
+
+def test_a_thin_strip_is_refused_before_it_is_scaled(client):
+    strip = io.BytesIO()
+    Image.new("RGB", (400_000, 1)).save(strip, format="PNG")  # 400k pixels that scale to 256 x 102,400,000
+    r = client.post("/v1/predict", files={"file": ("strip.png", strip.getvalue(), "image/png")})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large"
+    assert "400000x1" in r.json()["error"]["message"]
+    assert client.get("/healthz").status_code == 200
 
 
 def test_missing_file_field_is_422(client):
@@ -117,7 +126,7 @@ def test_requests_the_api_cannot_take_get_one_clear_error(client):
 
 def test_face_search_on_a_thin_image_finds_no_face(client):
     buf = io.BytesIO()
-    noise_image(0, 64).resize((1, 5000)).save(buf, format="PNG")  # shrunk for the search: 0 px wide before
+    noise_image(0, 64).resize((1, 25)).save(buf, format="PNG")  # shrunk for the search: 0 px wide before
     r = client.post("/v1/predict?detect_faces=true", files={"file": ("thin.png", buf.getvalue())})
     assert r.status_code == 200 and r.json()["faces_found"] == 0 and r.json()["faces"] == []
     assert r.json()["verdict"] == "no_face" and r.json()["p_fake"] is None
@@ -127,7 +136,6 @@ def test_face_search_on_a_thin_image_finds_no_face(client):
 
 
 def blank_png(size=(400, 300)) -> bytes:
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.new("RGB", size, (245, 245, 240)).save(buf, format="PNG")
@@ -135,7 +143,6 @@ def blank_png(size=(400, 300)) -> bytes:
 
 
 def test_no_face_found_is_said_not_scored_unless_the_whole_image_is_asked_for(client, checkpoint):
-    from PIL import Image
 
     r = client.post("/v1/predict?detect_faces=true", files={"file": ("blank.png", blank_png())})
     assert r.status_code == 200, r.text

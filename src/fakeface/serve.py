@@ -21,6 +21,7 @@ import hmac
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -560,6 +561,15 @@ def _check_port_free(host: str, port: int) -> None:
             raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
+def check_writable_folder(folder: str, what: str) -> None:
+    """ValueError unless ``folder`` exists or can be made and takes a file: found at start-up, not on each upload."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise ValueError(f"{what} {folder}: cannot write there ({e.strerror or e})") from None
+
+
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecure: bool = False) -> None:
     """Run the app under uvicorn. A non-loopback address needs an API key, or ``insecure`` said explicitly."""
     import uvicorn
@@ -571,6 +581,11 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecu
         raise ValueError(f"port must be 0-65535, got {port}")
     if config.max_upload_bytes <= 0:
         raise ValueError(f"the upload limit must be positive, got {config.max_upload_bytes:,} bytes")
+    if config.max_batch < 1 or config.max_wait_ms < 0:
+        raise ValueError(f"a micro-batch needs at least 1 image and a wait of 0 ms or more, got {config.max_batch} "
+                         f"and {config.max_wait_ms} ms")
+    if config.keep_uploads:
+        check_writable_folder(config.keep_uploads, "--keep-uploads")
     for path in resolve_sources(config.checkpoint):  # hub ids and the default resolved, as load_detector does
         if isinstance(path, Path) and not path.exists():
             raise FileNotFoundError(f"checkpoint not found: {path}")
