@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -88,6 +90,30 @@ def test_predict_uses_the_stored_threshold(trained, messy_folder, tmp_path):
         save_atomic(state, path)
         res = fakeface("predict", "--checkpoint", path, messy_folder / "ok.jpg", "--json")
         assert json.loads(res.stdout)["pred"] == verdict
+
+
+def test_a_terminated_predict_keeps_every_row_it_scored(trained, tmp_path):
+    _, ckpt = trained
+    inbox, out_csv, n = tmp_path / "inbox", tmp_path / "out.csv", 3000
+    inbox.mkdir()
+    noise_image(5, 64).save(inbox / "00000.jpg")
+    for i in range(1, n):
+        (inbox / f"{i:05d}.jpg").hardlink_to(inbox / "00000.jpg")
+    proc = subprocess.Popen([sys.executable, "-m", "fakeface", "predict", "--checkpoint", str(ckpt), str(inbox),
+                             "--csv", str(out_csv), "--batch-size", "4", "--workers", "0", "--backend", "pytorch"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and (
+            not out_csv.exists() or out_csv.read_text().count("\n") < 10):
+        time.sleep(0.02)
+    proc.terminate()  # SIGTERM, as a scheduler or a container stop sends it
+    _, err = proc.communicate(timeout=60)
+    with open(out_csv) as f:
+        rows = list(csv.DictReader(f))
+    said = re.search(rf"interrupted after (\d+) of {n} rows: they are in {re.escape(str(out_csv))}", err)
+    assert proc.returncode == 130 and said, err
+    assert int(said[1]) == len(rows) and 0 < len(rows) < n
+    assert all(0 <= float(r["p_fake"]) <= 1 for r in rows)  # every row whole
 
 
 def test_evaluate_writes_metrics_predictions_plots_and_report(trained, tmp_path):

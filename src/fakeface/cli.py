@@ -7,6 +7,7 @@ are turned into one line and an exit code in one place, :func:`run`.
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -66,6 +67,9 @@ def run() -> None:
     """The ``fakeface`` command: ``app``, with the one error boundary. A user error (a bad value, a missing or
     existing file, a path the system refuses) becomes ``error: MESSAGE`` on stderr and exit code 2 (or the
     error's ``exit_code``) wherever it happens; anything else is a bug and keeps its traceback."""
+    # A termination (a job scheduler, a container stop, kill) ends a command the way Ctrl-C does: what it wrote
+    # is closed and it says where it stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         app(prog_name="fakeface")
     except USER_ERRORS as e:
@@ -323,10 +327,15 @@ def predict(
     dist.cleanup()
     if rows is None:  # not rank 0, which writes every row
         return
+    writer = PredictionWriter(json_out, csv_out, detect_faces, len(inputs))
     try:
-        with PredictionWriter(json_out, csv_out, detect_faces, len(inputs)) as writer:
+        with writer:
             for row in rows:
                 writer.write(row)
+    except KeyboardInterrupt:
+        kept = f": they are in {csv_out}" if csv_out else ""
+        typer.echo(f"\ninterrupted after {writer.rows} of {len(inputs)} rows{kept}", err=True)
+        raise typer.Exit(130) from None
     finally:
         close_progress()
     scored = writer.scored  # an image without a face was not scored, like an unreadable one

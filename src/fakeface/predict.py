@@ -159,6 +159,7 @@ class PredictionWriter:
         self.keys = ("path", "p_fake", "pred", "error") + (("faces_found", "faces") if faces else ())
         self.table = [] if not json_lines and n_rows <= table_limit else None
         self.scored = self.failed = self.no_face = 0
+        self.csv_path = csv_path
         self._csv_file = self._csv = None
         if csv_path is not None:
             Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
@@ -176,8 +177,9 @@ class PredictionWriter:
         self.failed += row["error"] is not None
         self.no_face += row["error"] is None and row["p_fake"] is None
         self.scored += row["p_fake"] is not None
-        if self._csv is not None:
+        if self._csv is not None:  # flushed row by row: a killed run leaves every row it scored
             self._csv.writerow({**row, "faces": json.dumps(row.get("faces"))})
+            self._csv_file.flush()
         if self.json_lines:
             print(json.dumps({k: row.get(k) for k in self.keys}), file=self.out, flush=True)
         elif self.table is not None:
@@ -185,6 +187,10 @@ class PredictionWriter:
         else:
             p = "-" if row["p_fake"] is None else f"{row['p_fake']:.4f}"
             print(f"{row['path']}\t{p}\t{verdict_text(row)}", file=self.out)
+
+    @property
+    def rows(self) -> int:
+        return self.scored + self.failed + self.no_face
 
     def close(self, print_table: bool = True) -> None:
         if self._csv_file is not None:
