@@ -61,7 +61,6 @@ def test_predict_matches_the_library(client, checkpoint):
     r = client.post("/v1/predict?detect_faces=false", files={"file": ("face.jpg", data, "image/jpeg")})
     assert r.status_code == 200, r.text
     body = r.json()
-
     expected = Detector(checkpoint, precision="fp32").predict([Image.open(io.BytesIO(data)).convert("RGB")])[0]
     assert body["p_fake"] == pytest.approx(float(expected), abs=1e-5)
     assert body["verdict"] == ("fake" if body["p_fake"] >= 0.5 else "real")
@@ -136,14 +135,12 @@ def test_face_search_on_a_thin_image_finds_no_face(client):
 
 
 def blank_png(size=(400, 300)) -> bytes:
-
     buf = io.BytesIO()
     Image.new("RGB", size, (245, 245, 240)).save(buf, format="PNG")
     return buf.getvalue()
 
 
 def test_no_face_found_is_said_not_scored_unless_the_whole_image_is_asked_for(client, checkpoint):
-
     r = client.post("/v1/predict?detect_faces=true", files={"file": ("blank.png", blank_png())})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -162,8 +159,6 @@ def test_no_face_found_is_said_not_scored_unless_the_whole_image_is_asked_for(cl
 
 
 def test_a_found_face_is_described_by_its_aligned_square(client, sample_root):
-    from PIL import Image
-
     face = Image.open(next((sample_root / "real_vs_fake" / "real-vs-fake" / "test" / "real").glob("*.jpg")))
     scene = Image.new("RGB", (640, 480), (200, 190, 180))
     scene.paste(face.convert("RGB").resize((200, 200)), (300, 140))
@@ -404,7 +399,10 @@ def test_serve_refuses_what_it_cannot_start_with_one_line(checkpoint, tmp_path):
     (tmp_path / "empty.pt").write_bytes(b"")
     cases = {"not a PyTorch checkpoint": ["--checkpoint", tmp_path / "text.pt"],
              "(an empty file)": ["--checkpoint", tmp_path / "empty.pt"],
-             "port must be 0-65535": ["--checkpoint", checkpoint, "--port", "99999"]}
+             "port must be 0-65535": ["--checkpoint", checkpoint, "--port", "99999"],
+             f"--keep-uploads {tmp_path / 'text.pt'}: cannot write there": [
+                 "--checkpoint", checkpoint, "--keep-uploads", tmp_path / "text.pt"],  # a file, not a folder
+             "a micro-batch needs at least 1 image": ["--checkpoint", checkpoint, "--max-batch", "0"]}
     for reason, args in cases.items():
         res = subprocess.run([sys.executable, "-m", "fakeface", "serve", *map(str, args)], capture_output=True,
                              text=True, timeout=120)
