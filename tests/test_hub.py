@@ -189,3 +189,21 @@ def test_first_use_export_of_a_read_only_folder_goes_to_the_user_cache(tiny_run,
     finally:
         os.environ["XDG_CACHE_HOME"] = old
     assert choice.backend == "pytorch" and "could be made" in choice.reason
+
+
+def test_an_edited_config_is_not_served_by_an_export_of_the_old_one(tiny_run, tmp_path, user_cache):
+    """A folder's threshold, temperature and preprocessing live in config.json and an export carries them: the
+    export made before an edit is stale, and a config.json that cannot be read is refused, not scored around."""
+    _, best = tiny_run
+    folder = save_folder(best, tmp_path / "m", dtype="float32")
+    first = load_detector(folder, make_export=True)
+    assert first.backend_choice.backend == "onnx" and first.threshold != 0.25
+    config = json.loads((folder / "config.json").read_text())
+    config["threshold"] = 0.25
+    (folder / "config.json").write_text(json.dumps(config))
+    edited = load_detector(folder, make_export=True)
+    assert edited.threshold == 0.25 and edited.backend_choice.backend == "onnx"
+    assert edited.backend_choice.path != first.backend_choice.path and first.backend_choice.path.exists()
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(FolderError, match="damaged"):
+        load_detector(folder, make_export=True)

@@ -34,8 +34,7 @@ from .checkpoint import (
     read_ensemble_calibration,
 )
 from .devices import resolve_device, resolve_precision
-from .files import file_sha256
-from .hub import exports_dir, resolve
+from .hub import exports_dir, resolve, source_digest
 from .models import parse_tta
 from .onnx_runtime import OnnxModelError, OnnxScorer, read_metadata, session, session_metadata
 from .preprocess import Preprocess
@@ -234,7 +233,8 @@ def exports_beside(checkpoint: str | os.PathLike) -> tuple[list[tuple[Path, dict
     """The ONNX exports of this very checkpoint lying beside it, with their metadata, and why others were passed
     over. Candidates are ``<stem>.onnx`` and ``<stem>.*.onnx`` (``fakeface export``'s default names; for a model
     folder also those in its user-cache folder, :func:`fakeface.hub.exports_dir`) whose recorded SHA-256 is the
-    checkpoint file's: an export older than the checkpoint (retrained, re-calibrated) is stale and ignored.
+    checkpoint's (:func:`fakeface.hub.source_digest`, a folder's config.json included): an export older than the
+    checkpoint (retrained, re-calibrated, its config edited) is stale and ignored.
     """
     ckpt = checkpoint_file(checkpoint)
     folders = [ckpt.parent] + ([exports_dir(ckpt)] if ckpt.name == FOLDER_WEIGHTS and ckpt.is_file() else [])
@@ -242,7 +242,7 @@ def exports_beside(checkpoint: str | os.PathLike) -> tuple[list[tuple[Path, dict
                          for p in folder.glob(pattern)})
     if not candidates:
         return [], []
-    digest = file_sha256(ckpt)
+    digest = source_digest(ckpt)
     found, passed_over = [], []
     for path in candidates:
         try:

@@ -43,7 +43,7 @@ from .checkpoint import (
 )
 from .data import DataError, FaceDataset, Sample, decoded_batches, discover
 from .files import atomic_path, file_sha256, temp_path_beside
-from .hub import exports_dir
+from .hub import exports_dir, source_digest
 from .images import ImageLoadError, load_image
 from .onnx_runtime import (
     FORMAT,
@@ -362,7 +362,7 @@ def export_onnx(
     ckpt = load_checkpoint(checkpoint)
     model, preprocess = model_from_checkpoint(ckpt)
     temperature = float(ckpt.get("temperature", 1.0))
-    source = {"opset": opset, "source_sha256": file_sha256(checkpoint_file(ckpt["path"]))}
+    source = {"opset": opset, "source_sha256": source_digest(checkpoint_file(ckpt["path"]))}
     fp32_path = out_path.with_name(f"{out_path.stem}.fp32.onnx") if quantize else out_path
     s = preprocess.crop_size
     report = {"path": str(out_path), "precision": quantize or "fp32", "opset": opset, "input_shape": ["B", 3, s, s],

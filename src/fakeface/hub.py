@@ -298,8 +298,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fakeface"
 
 
+def source_digest(checkpoint: str | os.PathLike) -> str:
+    """The SHA-256 an ONNX export records of what it was made from, so that a changed source makes it stale: a
+    checkpoint file's own, or for a folder's ``model.safetensors`` that of its weights and the ``config.json``
+    beside them (threshold, temperature and preprocessing are there, and an export carries them too)."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.name != WEIGHTS:
+        return file_sha256(checkpoint)
+    config = checkpoint.with_name(CONFIG)
+    digest = hashlib.sha256(file_sha256(checkpoint).encode())
+    digest.update(config.read_bytes() if config.is_file() else b"")
+    return digest.hexdigest()
+
+
 def exports_dir(weights: str | os.PathLike) -> Path:
-    """Where the ONNX exports of a folder's ``model.safetensors`` are kept: in the user cache, keyed by the
-    weights' SHA-256, since the folder itself may be read-only (the default detector inside an installed
-    package) and the same weights in two places need one export."""
-    return cache_dir() / "exports" / file_sha256(weights)[:16]
+    """Where the ONNX exports of a folder's ``model.safetensors`` are kept: in the user cache, keyed by
+    :func:`source_digest`, since the folder itself may be read-only (the default detector inside an installed
+    package) and the same model in two places needs one export."""
+    return cache_dir() / "exports" / source_digest(weights)[:16]
