@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import struct
 import zlib
@@ -350,3 +351,50 @@ def test_training_augmentation_is_reproducible_per_sample(tmp_path):
     assert not torch.equal(a[0]["image"], b[0]["image"])  # a new epoch draws new augmentations
     assert a[0]["image"].shape == (3, 64, 64)
     assert isinstance(samples[0], Sample)
+
+
+# -- folders reached through links, folders that cannot be listed -------------------------------------------------
+@pytest.fixture
+def linked_dataset(tmp_path) -> tuple[Path, Path]:
+    """A real/ + fake/ dataset whose fake/ holds a link to a folder elsewhere (2 more fakes) and a link back to
+    its own parent (a loop), and whose real/ has a sub-folder that will not list: (dataset, that sub-folder)."""
+    root = make_folder_dataset(tmp_path / "ds", per_class=2, splits=("",))
+    elsewhere = make_folder_dataset(tmp_path / "elsewhere", per_class=2, splits=("",)) / "fake"
+    (root / "fake" / "more").symlink_to(elsewhere, target_is_directory=True)
+    (root / "fake" / "loop").symlink_to(root / "fake", target_is_directory=True)
+    (root / "real" / "locked").mkdir()
+    noise_image(9, 64).save(root / "real" / "locked" / "hidden.jpg")
+    return root, root / "real" / "locked"
+
+
+def refuse_to_list(monkeypatch, folder: Path) -> None:
+    """Listing ``folder`` fails as it does without read permission (the tests run as root, whom no mode stops)."""
+    scandir = os.scandir
+
+    def guarded(path="."):
+        if Path(path) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+    monkeypatch.setattr(os, "scandir", guarded)
+
+
+def test_a_dataset_follows_linked_folders_and_names_those_it_cannot_read(linked_dataset, monkeypatch):
+    root, locked = linked_dataset
+    refuse_to_list(monkeypatch, locked)
+    index = discover(root)
+    fakes = [s.path for s in index.splits["train"] if s.label == FAKE]
+    assert len(fakes) == 4 and len(set(map(os.path.realpath, fakes))) == 4  # the linked two, and the loop ended
+    assert len([s for s in index.splits["train"] if s.label == REAL]) == 2
+    assert f"could not read the folder {locked}: Permission denied" in index.notes
+
+
+def test_predict_inputs_follow_linked_folders_and_keep_a_row_for_one_it_cannot_read(linked_dataset, monkeypatch):
+    from fakeface.predict import expand_inputs
+
+    root, locked = linked_dataset
+    refuse_to_list(monkeypatch, locked)
+    paths = expand_inputs([root])
+    assert len(paths) == 2 + 4 + 1 and str(locked) in paths
+    with pytest.raises(ImageLoadError, match="cannot read this folder: Permission denied"):
+        load_image(locked)
+

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from . import CLASS_NAMES, FAKE, REAL
 from .augment import AugmentConfig, train_view
-from .files import atomic_path
+from .files import atomic_path, walk
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, is_image_file, load_image, load_pixels
 from .preprocess import Preprocess, to_uint8_tensor
 from .synthfake import synth_fake
@@ -135,13 +135,13 @@ def _finish(index: DatasetIndex, root: Path) -> DatasetIndex:
     return index
 
 
-def _class_dirs(folder: Path, depth: int = 8) -> list[tuple[Path, int]]:
+def _class_dirs(folder: Path, unreadable: list | None = None, depth: int = 8) -> list[tuple[Path, int]]:
     """Folders named like a class (real/, fake/, 0_real/, 1_fake/) under ``folder``, shallowest first."""
     found = []
-    for dirpath, dirnames, _ in os.walk(folder):
+    for dirpath, dirnames, _ in walk(folder, unreadable):
         rel_depth = len(Path(dirpath).relative_to(folder).parts)
         keep = []
-        for d in sorted(dirnames):
+        for d in dirnames:
             label = CLASS_DIRS.get(d.lower())
             if label is not None:
                 found.append((Path(dirpath) / d, label))
@@ -151,11 +151,10 @@ def _class_dirs(folder: Path, depth: int = 8) -> list[tuple[Path, int]]:
     return found
 
 
-def _images_under(folder: Path, notes: Counter) -> list[Path]:
+def _images_under(folder: Path, notes: Counter, unreadable: list | None = None) -> list[Path]:
     out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames):
+    for dirpath, _, filenames in walk(folder, unreadable):
+        for name in filenames:
             if name.startswith("."):
                 continue
             if is_image_file(name):
@@ -183,8 +182,9 @@ def _read_folders(folder: Path) -> DatasetIndex:
     splits: dict[str, list[Sample]] = {}
     outside: list[Path] = []  # class folders holding images that no split folder encloses
     split_by_dir: dict[Path, str | None] = {}
-    for class_dir, label in _class_dirs(folder):
-        for p in _images_under(class_dir, ignored):
+    unreadable: list[tuple[str, str]] = []
+    for class_dir, label in _class_dirs(folder, unreadable):
+        for p in _images_under(class_dir, ignored, unreadable):
             if p.parent not in split_by_dir:
                 split_by_dir[p.parent] = _split_of(folder, p.parent)
             split = split_by_dir[p.parent]
@@ -199,6 +199,7 @@ def _read_folders(folder: Path) -> DatasetIndex:
     if None in splits:
         splits["train"] = splits.pop(None)  # no split folders at all: everything is training data
     notes = [f"ignored {n} non-image file(s) with suffix {s!r}" for s, n in ignored.items()]
+    notes += [f"could not read the folder {path}: {reason}" for path, reason in unreadable]
     return DatasetIndex(folder, "folders", {s: splits[s] for s in SPLITS if s in splits}, notes)
 
 

@@ -43,6 +43,7 @@ from PIL import Image
 
 from . import CLASS_NAMES, FAKE, REAL
 from .data import SPLITS, DataError, Sample, class_counts, default_workers, discover
+from .files import walk
 from .images import ImageLoadError, is_image_file, load_image
 
 HASH_SIZE = 16  # pHash side: 16 -> 256-bit hashes (see the module docstring for why not 8)
@@ -706,7 +707,7 @@ def _verify_140k(root: Path, expected: Mapping[str, Mapping[str, int]]) -> dict:
 
 
 def _image_files(folder: Path) -> Iterable[Path]:
-    for dirpath, _, filenames in os.walk(folder):
+    for dirpath, _, filenames in walk(folder):
         for name in filenames:
             if is_image_file(name):
                 yield Path(dirpath) / name

@@ -57,3 +57,24 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def walk(folder: str | os.PathLike, unreadable: list[tuple[str, str]] | None = None
+         ) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` in sorted order that follows links to folders (each real folder once, so a link to a parent
+    ends) and appends ``(folder, reason)`` to ``unreadable`` for each folder it cannot list, instead of passing
+    over either in silence. Prune ``dirnames`` in place, as with ``os.walk``."""
+    def failed(error: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((str(error.filename), error.strerror or str(error)))
+
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=failed, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames.sort()
+        filenames.sort()
+        yield dirpath, dirnames, filenames

@@ -82,6 +82,10 @@ def _decode(source, max_pixels: int | None, min_side: int | None) -> Image.Image
         fp: str | os.PathLike | BinaryIO = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         if os.path.isdir(source):
+            try:
+                os.scandir(source).close()
+            except OSError as e:
+                raise ImageLoadError(f"cannot read this folder: {e.strerror or e}") from e
             raise ImageLoadError("a folder, not an image file")
         try:
             size = os.path.getsize(source)

@@ -19,19 +19,22 @@ import numpy as np
 
 from . import CLASS_NAMES, distributed
 from .data import UNLABELLED, FaceDataset, Sample, decoded_batches, default_workers
+from .files import walk
 from .images import DEFAULT_MAX_PIXELS
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Files as given, folders walked recursively (sorted, hidden files skipped). Missing paths stay in the
-    list so that they get a row saying so."""
+    """Files as given, folders walked recursively (sorted, hidden files skipped, links followed). Missing paths
+    and folders that cannot be listed stay in the list so that they get a row saying so."""
     out = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                out += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+            unreadable: list[tuple[str, str]] = []
+            for dirpath, dirnames, filenames in walk(p, unreadable):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                out += [os.path.join(dirpath, f) for f in filenames if not f.startswith(".")]
+            out += [path for path, _ in unreadable]
         else:
             out.append(str(p))
     return out
