@@ -212,6 +212,16 @@ def test_manifest_without_needed_columns(tmp_path):
         discover(bad)
 
 
+def test_a_manifest_without_usable_rows_says_so(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("path,label\n")
+    with pytest.raises(DataError, match=r"^no labelled images in the manifest .*m\.csv: it has no usable rows$"):
+        discover(bad)
+    bad.write_text("path,label\n,1\nx.jpg,maybe\n")
+    with pytest.raises(DataError, match=r"no usable rows \(m\.csv: skipped 2 row\(s\) with a missing path"):
+        discover(bad)
+
+
 def test_nothing_usable_is_one_clear_error(tmp_path):
     (tmp_path / "empty" / "stuff").mkdir(parents=True)
     (tmp_path / "empty" / "stuff" / "notes.txt").write_text("hi")
@@ -398,3 +408,16 @@ def test_predict_inputs_follow_linked_folders_and_keep_a_row_for_one_it_cannot_r
     with pytest.raises(ImageLoadError, match="cannot read this folder: Permission denied"):
         load_image(locked)
 
+
+def test_a_file_that_cannot_be_opened_is_not_called_corrupt(bad_files, monkeypatch):
+    import builtins
+
+    opener = builtins.open
+
+    def guarded(file, *args, **kwargs):  # as without read permission, which root (the tests' user) never meets
+        if str(file) == str(bad_files["good"]):
+            raise PermissionError(13, "Permission denied", str(file))
+        return opener(file, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", guarded)
+    with pytest.raises(ImageLoadError, match="^cannot read file: Permission denied$"):
+        load_image(bad_files["good"])

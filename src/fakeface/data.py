@@ -127,6 +127,9 @@ def discover(path: str | os.PathLike) -> DatasetIndex:
 
 def _finish(index: DatasetIndex, root: Path) -> DatasetIndex:
     index.splits = {s: v for s, v in index.splits.items() if v}
+    if not index.splits and index.layout == "manifest":  # the layout is right; its rows are what is missing
+        skipped = f" ({'; '.join(index.notes)})" if index.notes else ""
+        raise DataError(f"no labelled images in the manifest {root}: it has no usable rows{skipped}")
     if not index.splits:
         raise DataError(
             f"no labelled images found in {root}: expected real/ and fake/ folders (or 0_real/ and 1_fake/), "

@@ -130,6 +130,8 @@ def _decode(source, max_pixels: int | None, min_side: int | None) -> Image.Image
         size = f"{int(pixels[1]):,} pixels" if pixels else "beyond what Pillow opens"
         limit = min(n for n in (max_pixels, 2 * Image.MAX_IMAGE_PIXELS) if n is not None)
         raise ImageLoadError(f"image too large: {size} (limit {limit:,})") from e
+    except (PermissionError, FileNotFoundError) as e:  # the file, not its contents: say so
+        raise ImageLoadError(f"cannot read file: {e.strerror or e}") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(f"corrupt or truncated image: {e}") from e
     return to_rgb(img)
