@@ -108,6 +108,11 @@ def test_check_finds_exactly_the_planted_problems(planted):
 
     report = format_check_report(r)
     assert report.index("ERRORS (2)") < report.index("splits:") and "corrupt.jpg" in report
+    many = {**r, "unreadable": [{"path": str(root / f"train/real/x{i}.jpg"), "reason": "empty file (0 bytes)"}
+                                for i in range(6)]}
+    shown = format_check_report(many, examples=5).split("unreadable (6):\n")[1].splitlines()
+    assert [line.strip().split(":")[0] for line in shown[:5]] == [f"train/real/x{i}.jpg" for i in range(5)]
+    assert shown[5] == "  ... and 1 more (--json lists every one)"
 
 
 def test_distinct_images_are_not_near_duplicates(tmp_path):

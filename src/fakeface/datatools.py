@@ -430,6 +430,8 @@ def format_check_report(result: dict, examples: int = 5) -> str:
     if result["unreadable"]:
         lines.append(f"unreadable ({len(result['unreadable'])}):")
         lines += [f"  {_short(u['path'], root)}: {u['reason']}" for u in result["unreadable"][:examples]]
+        if len(result["unreadable"]) > examples:
+            lines.append(f"  ... and {len(result['unreadable']) - examples} more (--json lists every one)")
     dup = result["duplicates"]
     h = result["hash"]
     near_text = f"{len(dup['near'])} near-duplicate pair(s) (<= {h['max_hamming']} of {h['bits']} bits)" if h \
