@@ -162,7 +162,6 @@ class PredictionWriter:
         self.keys = ("path", "p_fake", "pred", "error") + (("faces_found", "faces") if faces else ())
         self.table = [] if not json_lines and n_rows <= table_limit else None
         self.scored = self.failed = self.no_face = 0
-        self.csv_path = csv_path
         self._csv_file = self._csv = None
         if csv_path is not None:
             Path(csv_path).parent.mkdir(parents=True, exist_ok=True)

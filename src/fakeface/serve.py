@@ -561,13 +561,13 @@ def _check_port_free(host: str, port: int) -> None:
             raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
-def check_writable_folder(folder: str, what: str) -> None:
+def _check_keep_uploads(folder: str) -> None:
     """ValueError unless ``folder`` exists or can be made and takes a file: found at start-up, not on each upload."""
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
-        raise ValueError(f"{what} {folder}: cannot write there ({e.strerror or e})") from None
+        raise ValueError(f"--keep-uploads {folder}: cannot write there ({e.strerror or e})") from None
 
 
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecure: bool = False) -> None:
@@ -585,7 +585,7 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecu
         raise ValueError(f"a micro-batch needs at least 1 image and a wait of 0 ms or more, got {config.max_batch} "
                          f"and {config.max_wait_ms} ms")
     if config.keep_uploads:
-        check_writable_folder(config.keep_uploads, "--keep-uploads")
+        _check_keep_uploads(config.keep_uploads)
     for path in resolve_sources(config.checkpoint):  # hub ids and the default resolved, as load_detector does
         if isinstance(path, Path) and not path.exists():
             raise FileNotFoundError(f"checkpoint not found: {path}")
