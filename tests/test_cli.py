@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from conftest import noise_image
 from fakeface.checkpoint import load_checkpoint, save_atomic
 from fakeface.onnx_runtime import read_metadata
 
@@ -42,6 +43,26 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
+
+
+def test_an_interrupted_command_says_so_in_one_line_with_the_interrupt_exit_code(tmp_path):
+    """evaluate has no partial result to report: Ctrl-C or SIGTERM ends it with a line saying so and 130, as a
+    shell expects of an interrupted program, whatever Typer does by itself (end silently, or print Click's
+    'Aborted!' with the exit code of a failure)."""
+    for label in ("real", "fake"):
+        folder = tmp_path / "ds" / "test" / label
+        folder.mkdir(parents=True)
+        noise_image(7, 64).save(folder / "00000.jpg")
+        for i in range(1, 1000):
+            (folder / f"{i:05d}.jpg").hardlink_to(folder / "00000.jpg")
+    proc = subprocess.Popen([sys.executable, "-m", "fakeface", "evaluate", "--data", tmp_path / "ds", "--out",
+                             tmp_path / "eval", "--batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    said = proc.stderr.readline()  # the shipped detector is named once the command runs
+    proc.terminate()
+    out, err = proc.communicate(timeout=60)
+    assert said.startswith("detector: ") and proc.returncode == 130, said + err
+    assert err.strip() == "interrupted" and not (tmp_path / "eval" / "metrics.json").exists(), err
 
 @pytest.mark.slow
 def test_predict_makes_an_export_on_first_use_then_runs_it_quietly_as_asked(tiny_run, tmp_path):

@@ -13,10 +13,25 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 from . import __version__
 
+
+class _Commands(typer.core.TyperGroup):
+    """The commands, each ended by Ctrl-C (or SIGTERM, see :func:`run`) with one line and the shell's exit code
+    for an interrupt, 130; predict and train say first what they kept."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            typer.echo("\ninterrupted", err=True)
+            raise typer.Exit(130) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Train, evaluate and use detectors of generated (GAN / deepfake) face images.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
