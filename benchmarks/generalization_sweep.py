@@ -48,7 +48,9 @@ STYLEGAN2_PARTS = (("train", 0.4), ("select", 0.3), ("report", 0.3))
 UNSPLASH_PARTS = (("select", 0.5), ("report", 0.5))
 REALS_FPR = 0.02  # the reals-only threshold: at most this share of each real source's select side flagged
 TAR_LIMIT = 16 * 1024 * 1024
-SWEEP_KEYS = ("sources",)  # variant keys read by the sweep, not by TrainConfig
+# variant keys read by the sweep, not by TrainConfig: more training sources; a variant measured beside the
+# others that is the same recipe (e.g. another code path) and so never a candidate of the rule
+SWEEP_KEYS = ("sources", "report_only")
 
 RULE = ("Among variants with every seed finished that train on the 140k sample alone: keep those whose mean "
         "Unsplash-select false-positive rate at the balanced-on-valid threshold is <= 0.03 and whose mean valid "
@@ -249,13 +251,15 @@ def selection_score(r: dict) -> float:
     return (r["valid"]["auc"] + r["stylegan2_select"]["auc"]) / 2
 
 
-def choose(results: list[dict], n_seeds: int, base: str = "base") -> dict | None:
+def choose(results: list[dict], n_seeds: int, base: str = "base", report_only=()) -> dict | None:
     """:data:`RULE` over ``results`` (one dict per finished run: variant, trains_on, valid, stylegan2_select,
-    unsplash_select, flops). Reads nothing from the test split or the report parts."""
+    unsplash_select, flops); the variants named in ``report_only`` are not candidates. Reads nothing from the test
+    split or the report parts."""
     by = {}
     for r in results:
         by.setdefault(r["variant"], []).append(r)
-    complete = {v: rs for v, rs in by.items() if len({r["seed"] for r in rs}) >= n_seeds and not rs[0].get("trains_on")}
+    complete = {v: rs for v, rs in by.items() if len({r["seed"] for r in rs}) >= n_seeds
+                and not rs[0].get("trains_on") and v not in report_only}
     if not complete:
         return None
     floor = _mean(by[base], "valid.auc") - RULE_VALID_DROP if base in by else -math.inf
@@ -291,12 +295,24 @@ COLUMNS_REPORT = [("test acc (bal)", "test.acc_balanced"), ("test AUC", "test.au
                   ("AUC change JPEG 50", "test_jpeg50_auc_change"), ("AUC change 0.5x", "test_halfsize_auc_change")]
 
 
+def variant_recipe(base: dict, variant: dict | None) -> tuple[dict, list[str]]:
+    """(the train config of ``variant`` laid over ``base``, the extra training sources it names)."""
+    changed = dict(variant or {})
+    sweep_keys = {k: changed.pop(k) for k in SWEEP_KEYS if k in changed}
+    return merge(base, changed), sweep_keys.get("sources") or []
+
+
+def report_only_variants(variants: dict) -> set[str]:
+    """The variants measured beside the others but never chosen (``report_only: true`` in the variants file)."""
+    return {n for n, v in variants.items() if (v or {}).get("report_only")}
+
+
 def _ms(rs: list[dict], key: str) -> str:
     x = np.array([_get(r, key) for r in rs])
     return f"{x.mean():.3f} ± {x.std():.3f}" if len(x) > 1 else f"{x[0]:.3f}"
 
 
-def tables(results: list[dict], names: list[str]) -> str:
+def tables(results: list[dict], names: list[str], report_only=()) -> str:
     by = {n: [r for r in results if r["variant"] == n] for n in names}
     by = {n: rs for n, rs in by.items() if rs}
     order = sorted(by, key=lambda n: -np.mean([selection_score(r) for r in by[n]]))
@@ -309,7 +325,9 @@ def tables(results: list[dict], names: list[str]) -> str:
         lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for n in order:
             rs = by[n]
-            row = [n + (" (trains on StyleGAN2)" if rs[0].get("trains_on") else ""), str(len(rs))]
+            mark = (" (trains on StyleGAN2)" if rs[0].get("trains_on")
+                    else " (reported only)" if n in report_only else "")
+            row = [n + mark, str(len(rs))]
             if extra:
                 s = np.array([selection_score(r) for r in rs])
                 row.append(f"{s.mean():.3f} ± {s.std():.3f}" if len(s) > 1 else f"{s[0]:.3f}")
@@ -334,7 +352,7 @@ def write_doc(path: Path, results: list[dict], variants: dict, names: list[str],
            f"that flags at most {REALS_FPR:.0%} of the valid reals and of the Unsplash-select reals. "
            "score = (valid AUC + SG2-select AUC) / 2. Mean ± std over seeds." + (
                f" Images: {json.dumps(n)}." if n else ""), "",
-           f"Rule, fixed before the runs: {RULE}", "", tables(results, names), ""]
+           f"Rule, fixed before the runs: {RULE}", "", tables(results, names, report_only_variants(variants)), ""]
     if chosen:
         fallback = " (fallback: no variant met the FPR condition)" if chosen["fallback"] else ""
         doc += [f"**Chosen: `{chosen['variant']}`**{fallback}, threshold policy `{chosen['policy']}`; kept by the "
@@ -442,12 +460,10 @@ def main() -> None:
     command = "python benchmarks/generalization_sweep.py " + " ".join(sys.argv[1:])
     queue = []
     for name in names:  # variant-major: the first variants get all their seeds
-        changed = dict(variants[name] or {})
-        sources = changed.pop("sources", None) or []
+        recipe, sources = variant_recipe(base, variants[name])
         data = args.data
         if "stylegan2" in sources:
             data = str(write_manifest(out / "manifest-stylegan2.csv", args.data, parts["stylegan2_train"]))
-        recipe = merge(base, changed)
         config = merge(recipe, override)
         for seed in args.seeds:
             run_dir = out / f"{name}-s{seed}"
@@ -460,7 +476,8 @@ def main() -> None:
 
     def report(failed=()) -> dict | None:
         results = _load_results(out, names)
-        chosen = choose(results, len(args.seeds), base=names[0] if "base" not in names else "base")
+        chosen = choose(results, len(args.seeds), base=names[0] if "base" not in names else "base",
+                        report_only=report_only_variants(variants))
         (res_dir / "sweep.json").write_text(json.dumps(results, indent=1))
         for doc in {res_dir / "generalization.md", *([Path(args.doc)] if args.doc else [])}:
             write_doc(doc, results, variants, names, chosen, command, failed)

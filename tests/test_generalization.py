@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 from PIL import Image, ImageFilter
 
 from conftest import REPO, make_folder_dataset, noise_image
@@ -27,6 +28,7 @@ from fakeface.models.efficientnet_lite import EfficientNetLite
 from fakeface.models.filters import NPR, HighPass
 from fakeface.preprocess import TF_LITE_MEAN, TF_LITE_STD, Normalize, Preprocess
 from fakeface.synthfake import synth_fake
+from fakeface.train import TrainConfig
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import generalization_sweep as gs  # noqa: E402
@@ -209,6 +211,24 @@ def test_the_rule_picks_by_the_numbers_it_was_written_for():
     fallback = gs.choose(worse, n_seeds=3)
     assert fallback["fallback"] and fallback["variant"] == "flags-reals"
     assert gs.choose(rows[-1:], n_seeds=3) is None
+    # the same recipe by another code path (report_only in the variants file) is measured, never chosen
+    same = [dict(r, variant="good-cheap-other-path") for r in rows if r["variant"] == "good-cheap"]
+    for r in same:
+        r["valid"] = dict(r["valid"], auc=0.976)
+    variants = {"good-cheap-other-path": {"report_only": True, "gpu_augment": True}, "good": {}}
+    skipped = gs.choose(rows + same, n_seeds=3, report_only=gs.report_only_variants(variants))
+    assert gs.choose(rows + same, n_seeds=3)["variant"] == "good-cheap-other-path"
+    assert skipped["variant"] == "good-cheap" and "good-cheap-other-path" not in skipped["kept"]
+
+
+def test_every_shipped_variant_is_a_train_config_the_sweep_can_run():
+    base = yaml.safe_load((REPO / "configs" / "experiments" / "generalization-base.yaml").read_text())
+    variants = yaml.safe_load((REPO / "benchmarks" / "generalization_variants.yaml").read_text())
+    for name, variant in variants.items():
+        recipe, sources = gs.variant_recipe(base, variant)
+        TrainConfig.from_dict(recipe)  # a key the sweep reads (sources, report_only) would be refused here
+        assert sources == (["stylegan2"] if name == "plus-stylegan2" else [])
+    assert gs.report_only_variants(variants) == {"gpu-augment"}
 
 
 # -- scoring runs made elsewhere ----------------------------------------------------------------------------------
