@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import make_folder_dataset, noise_image
 from fakeface.checkpoint import load_checkpoint
@@ -50,6 +57,31 @@ def test_student_moves_toward_the_teacher_and_is_an_ordinary_run(teacher, tmp_pa
     assert len(rows) == len(paths) and all(0 <= r["p_fake"] <= 1 for r in rows)
     report = export_onnx(student / "best.pt", tmp_path / "student.onnx")
     assert report["fp32"]["max_abs_diff_p"] <= report["fp32"]["tolerance"]
+
+
+def test_a_distillation_stopped_by_its_whole_process_group_says_how_to_resume_and_resumes(teacher, tmp_path):
+    """A scheduler or systemd terminates every process of the job, the loader workers too: the run stops as on
+    Ctrl-C (no crash report about a killed worker), and train --resume goes on distilling."""
+    data, run = teacher
+    config, student = tmp_path / "s.yaml", tmp_path / "student"
+    config.write_text(yaml.safe_dump({**STUDENT, "workers": 1, "epochs": 30, "export": "none"}))
+    proc = subprocess.Popen([sys.executable, "-m", "fakeface", "distill", "--teacher", str(run), "--data", str(data),
+                             "--out", str(student), "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not (student / "last.pt").exists():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # the main process and its loader workers
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"interrupted: resume with  fakeface train --out {student} --resume" in err and "Traceback" not in err
+    stopped = load_checkpoint(student / "last.pt")["epoch"]
+    assert 1 <= stopped < 30
+    config.write_text(yaml.safe_dump({"epochs": stopped + 1}))  # finish one more epoch rather than 30
+    done = subprocess.run([sys.executable, "-m", "fakeface", "train", "--out", str(student), "--resume",
+                           "--config", str(config)], capture_output=True, text=True)
+    assert done.returncode == 0 and "distilling" in done.stderr, done.stderr
+    assert load_checkpoint(student / "last.pt")["history"][-1]["distill_loss"] > 0
 
 
 def test_training_writes_the_export_beside_best(teacher, tmp_path):

@@ -67,6 +67,17 @@ def detector_source(checkpoint: list[Path] | None) -> list[Path]:
     return [folder]
 
 
+def interrupted_training(out: str | None) -> typer.Exit:
+    """What a training run (train, distill) stopped by Ctrl-C or SIGTERM says: how to resume it, or that it
+    stopped before there was anything to resume."""
+    if out and not any(Path(out).glob("**/last.pt")):
+        typer.echo("\ninterrupted before the first epoch ended: nothing to resume, start again with the same "
+                   "command", err=True)
+    else:
+        typer.echo(f"\ninterrupted: resume with  fakeface train --out {out or 'RUN'} --resume", err=True)
+    return typer.Exit(130)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
@@ -188,12 +199,7 @@ def train(
     try:
         run_dir = run_training(cfg, resume=resume)
     except KeyboardInterrupt:
-        if out and not any(Path(out).glob("**/last.pt")):  # stopped before its first epoch ended: nothing to resume
-            typer.echo("\ninterrupted before the first epoch ended: nothing to resume, start again with the same "
-                       "command", err=True)
-        else:
-            typer.echo(f"\ninterrupted: resume with  fakeface train --out {out or 'RUN'} --resume", err=True)
-        raise typer.Exit(130) from None
+        raise interrupted_training(out) from None
     from .distributed import is_main
 
     if not is_main():
@@ -602,8 +608,11 @@ def distill(
     the labels."""
     from .distill import distill as run_distillation
 
-    run_dir = run_distillation([str(t) for t in teacher] if len(teacher) > 1 else str(teacher[0]), data, out,
-                               config)
+    try:
+        run_dir = run_distillation([str(t) for t in teacher] if len(teacher) > 1 else str(teacher[0]), data, out,
+                                   config)
+    except KeyboardInterrupt:  # the run folder keeps its distill section: train --resume goes on distilling
+        raise interrupted_training(out) from None
     typer.echo(f"best checkpoint: {run_dir / 'best.pt'}")
 
 

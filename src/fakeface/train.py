@@ -21,6 +21,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
 import time
 import typing
@@ -312,6 +313,13 @@ class EpochSampler(DistributedSampler):
         return iter(order[self.rank:self.total_size:self.num_replicas])
 
 
+def _worker_init(worker_id: int) -> None:
+    """A termination sent to the whole process group (a scheduler, systemd, ``kill -TERM -PGID``) ends a loader
+    worker quietly, as Ctrl-C does, so that the main process stops the run and says how to resume: killed
+    outright, the worker would be reported as a crash in the middle of that."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def make_train_loader(ds: FaceDataset, cfg: TrainConfig, device: torch.device) -> DataLoader:
     """Made once per run; ``loader.sampler.set_epoch(epoch)`` shuffles it anew before each epoch.
 
@@ -326,7 +334,7 @@ def make_train_loader(ds: FaceDataset, cfg: TrainConfig, device: torch.device) -
     return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=device.type == "cuda", drop_last=len(sampler) > cfg.batch_size,
                       persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-                      generator=torch.Generator().manual_seed(cfg.seed))
+                      worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(cfg.seed))
 
 
 def _valid_loader(ds: FaceDataset, cfg: TrainConfig, device: torch.device) -> DataLoader:
@@ -335,7 +343,7 @@ def _valid_loader(ds: FaceDataset, cfg: TrainConfig, device: torch.device) -> Da
     part = Subset(ds, range(len(ds))[distributed.shard(len(ds))])
     return DataLoader(part, batch_size=cfg.batch_size, num_workers=workers, collate_fn=collate,
                       pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
-                      generator=torch.Generator().manual_seed(cfg.seed))
+                      worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(cfg.seed))
 
 
 def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
