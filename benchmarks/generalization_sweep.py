@@ -497,7 +497,7 @@ def main() -> None:
                                             str(args.workers)], args.jobs, args.budget_min, args.kill_min, on_exit)
     chosen = report(failed)
     results = _load_results(out, names)
-    print(tables(results, names))
+    print(tables(results, names, report_only_variants(variants)))
     print(f"sweep: {len(results)} runs in {(time.time() - t0) / 60:.1f} min; failed or stopped: "
           f"{', '.join(failed) or 'none'}")
     if not chosen:
