@@ -50,6 +50,15 @@ def test_off_or_not_drawn_is_the_same_batch_and_draws_are_seeded():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_a_mix_with_an_unlabelled_image_has_no_label():
+    y = torch.tensor([0.0, 1.0, -1.0, 1.0, 0.0, -1.0, 1.0, 0.0])
+    for seed in range(10):
+        x = torch.rand(8, 3, 8, 8)
+        _, soft = mix_batch(x, y, AugmentConfig(mixup_alpha=1.0), np.random.default_rng(seed))
+        assert (soft[y < 0] == -1).all()  # an unlabelled image stays unlabelled, whatever it was mixed with
+        assert ((soft == -1) | ((soft >= 0) & (soft <= 1))).all()  # never a blend of a label and "none"
+
+
 def test_bad_settings_fail_when_the_config_is_read():
     for bad in ({"mixup_alpha": -1.0}, {"cutmix_alpha": -0.5}, {"mix_p": 1.5}):
         with pytest.raises(ValueError, match="mix_p in"):

@@ -103,7 +103,8 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, aug: AugmentConfig, rng: np.rand
     """MixUp or CutMix of a batch ``x`` (B, C, H, W) and its labels ``y`` (B,) with a shuffled copy of itself.
 
     Returns the mixed images and soft labels (the share of each image's pixels or weight that came from a fake);
-    the batch unchanged when mixing is off or not drawn.
+    the batch unchanged when mixing is off or not drawn. A label below 0 means none (an unlabelled image that only
+    a distillation teacher scores): a mix with such an image has none either.
     """
     modes = [(name, a) for name, a in (("mixup", aug.mixup_alpha), ("cutmix", aug.cutmix_alpha)) if a > 0]
     if not modes or rng.random() >= aug.mix_p:
@@ -121,7 +122,8 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, aug: AugmentConfig, rng: np.rand
         x = x.clone()
         x[..., y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
         lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
-    return x, lam * y + (1 - lam) * y[perm]
+    mixed = lam * y + (1 - lam) * y[perm]
+    return x, torch.where((y < 0) | (y[perm] < 0), torch.full_like(mixed, -1.0), mixed)
 
 
 # -- corruptions, shared by training augmentation and robustness evaluation -----------------------------------

@@ -2,9 +2,11 @@
 
 A train config's ``distill:`` section (:class:`DistillConfig`) names the teacher - anything
 :func:`fakeface.detector.load_detector` takes: a run folder, checkpoint(s), an ensemble run - and how much its
-soft targets weigh. Every training batch, after augmentation, is scored by the teacher too (eval mode, no
-gradients, resized on the device to the size the teacher scores at and normalised as its preprocessing says,
-with its own test-time augmentation and calibration), and the loss is
+soft targets weigh. Every training batch, after augmentation, is scored by the teacher too - mixed by MixUp or
+CutMix when the config mixes, so the student learns the teacher's function on images between the training ones
+("function matching", Beyer et al. 2022) - in eval mode, without gradients, resized on the device to the size
+the teacher scores at, normalised as its preprocessing says, with its own test-time augmentation and
+calibration. The loss is
 
     (1 - alpha) * BCE(student, label-smoothed label) + alpha * BCE(student / T, sigmoid(teacher logit / T))
 
@@ -23,7 +25,6 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from .augment import AugmentConfig
 from .data import UNLABELLED, DataError, Sample, read_path_list
 from .devices import autocast
 from .images import is_image_file
@@ -49,15 +50,13 @@ class DistillConfig:
             raise ValueError(f"distill temperature must be > 0, got {self.temperature!r}")
 
     @classmethod
-    def from_dict(cls, d: dict, augment: AugmentConfig | None = None) -> DistillConfig:
+    def from_dict(cls, d: dict) -> DistillConfig:
         if not isinstance(d, dict):
             raise ValueError(f"distill must be a mapping of option: value, got {d!r}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown distill keys: {sorted(unknown)} (known: {sorted(known)})")
-        if augment is not None and (augment.mixup_alpha > 0 or augment.cutmix_alpha > 0):
-            raise ValueError("distill with mixup or cutmix is not supported: the teacher scores the unmixed images")
         return cls(**{k: float(v) if k in ("alpha", "temperature") and isinstance(v, (int, str)) else v
                       for k, v in d.items()})
 
@@ -144,12 +143,11 @@ class Distiller:
         return (1 - self.alpha) * hard + self.alpha * soft, float(soft.detach())
 
 
-def make_distiller(section: dict, augment: AugmentConfig, device: torch.device,
-                   precision: str) -> tuple[Distiller, list[Sample]]:
+def make_distiller(section: dict, device: torch.device, precision: str) -> tuple[Distiller, list[Sample]]:
     """The loss of a config's ``distill:`` section, and its unlabelled extra training images."""
     import logging
 
-    cfg = DistillConfig.from_dict(section, augment)
+    cfg = DistillConfig.from_dict(section)
     teacher = Teacher(cfg.teachers, device, precision)
     extra = unlabelled_samples(cfg.extra_data)
     logging.getLogger("fakeface").info(

@@ -175,7 +175,7 @@ class TrainConfig:
         if self.distill is not None:
             from .distill import DistillConfig
 
-            DistillConfig.from_dict(self.distill, AugmentConfig.from_dict(self.augment))
+            DistillConfig.from_dict(self.distill)
         self.tta = parse_tta(self.tta)
         if self.interpolation is not None:
             Preprocess(interpolation=self.interpolation)  # likewise: an unknown filter fails here
@@ -686,7 +686,7 @@ def make_run_parts(cfg: TrainConfig, data: RunData, model: nn.Module, preprocess
     if cfg.distill:
         from .distill import make_distiller
 
-        distiller, extra = make_distiller(cfg.distill, augment, device, precision)
+        distiller, extra = make_distiller(cfg.distill, device, precision)
         train_s = train_s + extra  # unlabelled: scored by the teacher alone
     batch_augment = None
     if use_batch_augment(cfg, augment, device):
@@ -896,10 +896,11 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
             pixels = batch["image"].to(device, non_blocking=True)
             if batch_augment is not None:
                 pixels = batch_augment(pixels, epoch, step, distributed.rank())
-            x = normalize(pixels)
             y = batch["label"].to(device, non_blocking=True)
-            # seeded by (seed, epoch, step, rank): a resumed epoch mixes its batches as the first attempt did
-            x, y = mix_batch(x, y, aug, np.random.default_rng((cfg.seed, epoch, step, distributed.rank())))
+            # Mixed as pixels, so that a distillation teacher scores the very image the student sees. Seeded by
+            # (seed, epoch, step, rank): a resumed epoch mixes its batches as the first attempt did.
+            pixels, y = mix_batch(pixels, y, aug, np.random.default_rng((cfg.seed, epoch, step, distributed.rank())))
+            x = normalize(pixels)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
