@@ -339,20 +339,25 @@ def tables(results: list[dict], names: list[str], report_only=()) -> str:
     return "\n\n".join(parts)
 
 
-def write_doc(path: Path, results: list[dict], variants: dict, names: list[str], chosen: dict | None,
-              command: str, failed=()) -> None:
+def doc_intro(title: str, results: list[dict], command: str) -> list[str]:
+    """A doc's title (with the devices that scored), the command that made it and how to read its tables."""
     devices = sorted({f"{r.get('device', '?')}, torch {r.get('torch', '?')}" for r in results}) or ["no run finished"]
     n = results[0]["n"] if results else {}
-    doc = [f"# Generalization sweep: leave one generator out ({'; '.join(devices)})", "",
-           f"Made by `{command}`.", "",
-           "Trained on the 140k sample (one variant also on a StyleGAN2 train part); StyleGAN2 (cross-generator) "
-           "is the generator held out. Parts by a hash of each file name: StyleGAN2 train/select/report 40/30/30 %, "
-           "Unsplash select/report 50/50 %. SG2-select is scored against the valid split's reals, SG2-report "
-           "against the test split's. Thresholds: 'bal' = balanced (equal error) on valid; 'reals' = the lowest "
-           f"that flags at most {REALS_FPR:.0%} of the valid reals and of the Unsplash-select reals. "
-           "score = (valid AUC + SG2-select AUC) / 2. Mean ± std over seeds." + (
-               f" Images: {json.dumps(n)}." if n else ""), "",
-           f"Rule, fixed before the runs: {RULE}", "", tables(results, names, report_only_variants(variants)), ""]
+    return [f"# {title} ({'; '.join(devices)})", "",
+            f"Made by `{command}`.", "",
+            "Trained on the 140k sample (one variant also on a StyleGAN2 train part); StyleGAN2 (cross-generator) "
+            "is the generator held out. Parts by a hash of each file name: StyleGAN2 train/select/report 40/30/30 %, "
+            "Unsplash select/report 50/50 %. SG2-select is scored against the valid split's reals, SG2-report "
+            "against the test split's. Thresholds: 'bal' = balanced (equal error) on valid; 'reals' = the lowest "
+            f"that flags at most {REALS_FPR:.0%} of the valid reals and of the Unsplash-select reals. "
+            "score = (valid AUC + SG2-select AUC) / 2. Mean ± std over seeds." + (
+                f" Images: {json.dumps(n)}." if n else ""), ""]
+
+
+def write_doc(path: Path, results: list[dict], variants: dict, names: list[str], chosen: dict | None,
+              command: str, failed=()) -> None:
+    doc = doc_intro("Generalization sweep: leave one generator out", results, command) + [
+        f"Rule, fixed before the runs: {RULE}", "", tables(results, names, report_only_variants(variants)), ""]
     if chosen:
         fallback = " (fallback: no variant met the FPR condition)" if chosen["fallback"] else ""
         doc += [f"**Chosen: `{chosen['variant']}`**{fallback}, threshold policy `{chosen['policy']}`; kept by the "
@@ -400,6 +405,10 @@ def score_runs(args) -> None:
     parts = cross_parts(Path(args.cross))
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
+    names = args.variant or []
+    if len(names) not in (0, 1, len(args.score_runs)):
+        raise SystemExit(f"error: --variant takes one name for all runs or one per run ({len(args.score_runs)}), "
+                         f"got {len(names)}")
     results, weights = [], []
     for i, run in enumerate(args.score_runs):
         run = Path(run)
@@ -409,14 +418,22 @@ def score_runs(args) -> None:
         except Exception as e:  # one broken run must not lose the others' numbers
             print(f"{run}: not scored ({type(e).__name__}: {e})", flush=True)
             continue
-        name = args.variant or (run.name if run.is_dir() else run.stem)
-        results.append({"variant": name, "seed": i, "path": str(run), **r})
+        name = (names[i] if len(names) > 1 else names[0]) if names else (run.name if run.is_dir() else run.stem)
+        results.append({"variant": name, "seed": sum(r["variant"] == name for r in results), "path": str(run), **r})
         small = ckpt.with_name("weights.pt") if ckpt.name != "weights.pt" else ckpt
         if not small.is_file():
             weights_copy(ckpt, small)
         weights.append((f"{name}-{i}.pt", small))
         (out / "scored.json").write_text(json.dumps(results, indent=1))
-    print(tables(results, list(dict.fromkeys(r["variant"] for r in results))))
+    table = tables(results, list(dict.fromkeys(r["variant"] for r in results)))
+    print(table)
+    if args.doc:
+        command = "python benchmarks/generalization_sweep.py " + " ".join(sys.argv[1:])
+        runs = [f"- `{r['variant']}` {r['seed']}: `{r['path']}`" for r in results]
+        Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.doc).write_text("\n".join(doc_intro("Scored runs: leave one generator out", results, command)
+                                            + [table, "", "Runs:", "", *runs]) + "\n")
+        print(f"wrote {args.doc}")
     if args.pack_prefix and weights:  # the scores travel in the first tar: one file fewer to bring back
         print("packed:", ", ".join(pack([("scored.json", out / "scored.json"), *weights], out, args.pack_prefix)))
 
@@ -432,7 +449,8 @@ def main() -> None:
     ap.add_argument("--doc", default=None, help="also write the markdown here")
     ap.add_argument("--pack-prefix", default=None, help="tar the chosen (or scored) weights as PREFIX-N.tar")
     ap.add_argument("--score-runs", nargs="+", help="score these runs or checkpoints instead of sweeping")
-    ap.add_argument("--variant", default=None, help="with --score-runs: one name for all (seeds of one recipe)")
+    ap.add_argument("--variant", nargs="+", default=None,
+                    help="with --score-runs: one name for all (seeds of one recipe), or one per run")
     ap.add_argument("--write-parts", metavar="DIR", help="write the parts' list files and the manifest with the "
                     "StyleGAN2 train part into DIR (paths relative to it), and stop")
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)  # child mode

@@ -256,6 +256,19 @@ def test_score_runs_scores_and_packs_a_checkpoint(tmp_path):
     model_from_checkpoint(load_checkpoint(tmp_path / "unpacked" / "student-0.pt"))
     assert "| student | 1 |" in res.stdout
 
+    # runs of two recipes named one by one, tabulated side by side in a doc that says how it was made
+    cmd = [sys.executable, SWEEP, "--score-runs", str(run), str(run / "best.pt"), "--data", str(data), "--cross",
+           str(tmp_path / "cross"), "--results-dir", str(tmp_path / "two"), "--workers", "0", "--limit-score", "4"]
+    res = subprocess.run([*cmd, "--variant", "student", "teacher", "--doc", str(tmp_path / "two.md")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = (tmp_path / "two.md").read_text()
+    assert "| student | 1 |" in doc and "| teacher | 1 |" in doc
+    assert "Made by `python benchmarks/generalization_sweep.py --score-runs" in doc
+    assert [r["variant"] for r in json.loads((tmp_path / "two" / "scored.json").read_text())] == ["student", "teacher"]
+    bad = subprocess.run([*cmd, "--variant", "a", "b", "c"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "one name for all runs or one per run (2), got 3" in bad.stderr
+
 
 def test_the_stylegan2_manifest_adds_training_fakes_and_keeps_the_splits(folder_dataset, tmp_path):
     from fakeface.data import discover
