@@ -265,7 +265,7 @@ def _kept_nodes(path: Path, keep: Sequence[str]) -> list[str]:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, reader: ImageCalibrationReader, per_channel: bool = True,
-                  reduce_range: bool = False, quant_format: str = "qdq", calibration: str = "minmax",
+                  reduce_range: bool = True, quant_format: str = "qdq", calibration: str = "minmax",
                   activations: str = "uint8", keep_fp32: Sequence[str] = (), fuse_relu6: bool = True) -> None:
     """Static int8 quantization of an fp32 export, calibrated on ``reader``'s images; the classifier head stays
     fp32. The defaults are what ``fakeface export`` ships; the others exist for ``benchmarks/int8_variants.py``.
@@ -295,8 +295,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, reader: ImageCalibrationReade
         quantize_static(
             str(prepared), str(out_path), reader,
             quant_format=formats[quant_format],  # QDQ: what ORT's CPU kernels are optimised for since 1.11
-            # uint8 activations x int8 weights: ORT's recommendation for x86; reduce_range=True (7-bit weights)
-            # only for CPUs without VNNI, where u8 x s8 products can saturate.
+            # uint8 activations x int8 weights: ORT's recommendation for x86. 7-bit weights (reduce_range) by
+            # default: on CPUs without VNNI, u8 x s8 products saturate and the int8 model stops following fp32,
+            # and an export is often run on another CPU than the one that made (and checked) it.
             activation_type=types[activations], weight_type=QuantType.QInt8, reduce_range=reduce_range,
             # Per output channel: after BatchNorm folding the conv channels' weight ranges differ a lot.
             per_channel=per_channel,
@@ -318,7 +319,7 @@ def export_onnx(
     tolerance: float = DEFAULT_TOLERANCE,
     check_images: Sequence[str | os.PathLike] | None = None,
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool = True,
     calibration_batch_size: int = 16,
 ) -> dict:
     """Export a checkpoint to ONNX (fp32, or int8 with ``quantize="int8"``), check it, return a report.
@@ -337,7 +338,8 @@ def export_onnx(
         calibration_data: image files for int8 calibration (a few hundred of the training distribution).
         tolerance: max |P(fake) ONNX - P(fake) PyTorch fp32| allowed for the fp32 export.
         check_images: image files to compare on; ``None``: a seeded batch of random pixels.
-        per_channel, reduce_range: int8 weight quantization per output channel; 7-bit weights (non-VNNI CPUs).
+        per_channel, reduce_range: int8 weight quantization per output channel; 7-bit weights, which keep int8
+            right on CPUs without VNNI (False: 8-bit, only for files run on VNNI CPUs).
         calibration_batch_size: images per calibration batch (bounds calibration memory).
 
     Returns:
