@@ -129,7 +129,8 @@ def valid_scores(data, run):
     """(labels, each member's calibrated P(fake)) on the valid split, member by member, as one model each."""
     paths = sorted(str(p) for p in (data / "valid").rglob("*.jpg"))
     y = np.array([int("/fake/" in p) for p in paths])
-    return y, np.array([[r["p_fake"] for r in predict_paths(load_detector(m), paths, workers=0)]  # as calibrated
+    # with PyTorch, as calibration scores: a tiny model's near-equal scores are ordered differently by its int8 export
+    return y, np.array([[r["p_fake"] for r in predict_paths(load_detector(m, backend="pytorch"), paths, workers=0)]
                         for m in ensemble_members(run)])
 
 
