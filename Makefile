@@ -29,8 +29,10 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
 	  echo "could not install chromium: the browser test will be skipped (it fails under CI=true)"
 
+# One test process a core (files stay whole, so a module's fixtures are made once), each on one thread: two
+# processes of two threads on two cores would fight over them.
 test: venv browser
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
