@@ -83,6 +83,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def file_to_write(path: Path | None) -> None:
+    """Refuse a folder given as a file to write before any work is done, not after it."""
+    if path is not None and path.is_dir():
+        raise fail(f"Is a directory: {path} (name a file to write)")
+
+
 # what the system says of a path a user gave: a folder where a file is to be written, a missing folder, no
 # permission, a full disk; any other OSError is a bug and keeps its traceback
 PATH_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS,
@@ -314,6 +320,7 @@ def predict(
     Exit code 0 when at least one image was scored, 1 when none could be (unreadable, or no face), 2 on a usage
     error.
     """
+    file_to_write(csv_out)
     from . import distributed as dist
     from .detector import load_detector
     from .predict import PredictionWriter, expand_inputs, predict_distributed, predict_faces, predict_paths
@@ -388,6 +395,7 @@ def card(
     out: Annotated[Path | None, typer.Option(help="Where to write it (default: RUN_DIR/MODEL_CARD.md).")] = None,
 ):
     """Write MODEL_CARD.md: data, metrics with intervals, threshold policy, known limits, ethics notes."""
+    file_to_write(out)
     from .card import write_card
 
     path = write_card(run_dir, out, evaluation)
@@ -410,6 +418,7 @@ def calibrate(
     workers: Annotated[int | None, typer.Option(min=0, help="Decoding threads (default: cores minus one).")] = None,
 ):
     """Fit temperature scaling and pick the decision threshold on the validation split (never the test split)."""
+    file_to_write(out)
     from .calibrate import calibrate as run_calibration
     from .calibrate import calibrate_ensemble
     from .checkpoint import ensemble_members
