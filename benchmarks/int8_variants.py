@@ -42,6 +42,7 @@ CALIBRATION_BATCH = 20
 # name -> (quantize_int8 settings, calibrated on the histogram budget of images rather than the full one)
 VARIANTS = {
     "shipped: QDQ, per-channel, MinMax": ({}, False),
+    "8-bit weights (no reduce_range)": ({"reduce_range": False}, False),
     "per-tensor weights": ({"per_channel": False}, False),
     "QOperator": ({"quant_format": "qoperator"}, False),
     "int8 activations (s8s8)": ({"activations": "int8"}, False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 
@@ -37,10 +38,17 @@ def float_weight_convs(graph) -> set[str]:
     return {n.name for n in graph.node if n.op_type == "Conv" and n.input[1] in floats}
 
 
+def largest_int8_weight(graph) -> int:
+    return max(int(np.abs(onnx.numpy_helper.to_array(i).astype(np.int16)).max()) for i in graph.initializer
+               if i.data_type == onnx.TensorProto.INT8)
+
+
 def test_settings_change_the_graph_as_named(fp32, tiny_run, tiny_lite_run):
     shipped = quantized(fp32, tiny_run, tiny_lite_run, "shipped")
     assert not float_weight_convs(shipped)  # every convolution quantized
     assert "QLinearConv" not in {n.op_type for n in shipped.node}
+    assert largest_int8_weight(shipped) <= 64  # 7-bit weights
+    assert largest_int8_weight(quantized(fp32, tiny_run, tiny_lite_run, "8bit", reduce_range=False)) > 64
 
     depthwise = {n.name for n in shipped.node if n.op_type == "Conv"
                  and any(a.name == "group" and a.i > 1 for a in n.attribute)}
