@@ -29,10 +29,13 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
 	  echo "could not install chromium: the browser test will be skipped (it fails under CI=true)"
 
-# One test process a core (files stay whole, so a module's fixtures are made once), each on one thread: two
-# processes of two threads on two cores would fight over them.
+# One test process a core this process may use (xdist's `-n auto` counts physical cores once psutil is installed),
+# each on one thread: two processes of two threads on two cores would fight over them. Files stay whole, so a
+# module's fixtures are made once.
+CORES  := import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+JOBS   ?= $(shell $(PYTHON) -c '$(CORES)')
 test: venv browser
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
