@@ -131,6 +131,12 @@ def test_cli_options_and_outputs_it_cannot_use(tiny_run, tmp_path):
     one_line_error(fakeface("card", ckpt.parent, "--out", tmp_path / "folder"), "Is a directory")
     one_line_error(fakeface("calibrate", "--checkpoint", ckpt, "--data", data, "--out", tmp_path / "folder",
                             "--workers", "0"), f"Is a directory: {tmp_path / 'folder'}")  # the target, not a temp file
+    # refused before anything is read: an empty dataset is not reached
+    (tmp_path / "empty").mkdir()
+    for cmd in (["calibrate", "--checkpoint", ckpt, "--data", tmp_path / "empty"], ["card", tmp_path / "empty"],
+                ["predict", "--checkpoint", tmp_path / "empty", test]):
+        one_line_error(fakeface(*cmd, "--csv" if cmd[0] == "predict" else "--out", tmp_path / "folder"),
+                       f"Is a directory: {tmp_path / 'folder'}")
     one_line_error(fakeface("train", "--data", data, "--out", tmp_path / "run", "--batch-size", "1"),
                    "batch_size must be >= 2")
     assert not (tmp_path / "run" / "best.pt").exists()
