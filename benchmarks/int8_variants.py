@@ -27,7 +27,7 @@ import torch
 
 from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
 from fakeface.data import discover
-from fakeface.export import ImageCalibrationReader, export_onnx, quantize_int8
+from fakeface.export import ImageCalibrationReader, export_onnx, quantize_int8, weights_7bit
 from fakeface.images import load_image
 from fakeface.metrics import compute_metrics
 from fakeface.scoring import p_fake
@@ -39,10 +39,13 @@ BATCH = 32
 # Calibration batches: the histogram calibrators stack batches into one array, so every batch must be this size.
 CALIBRATION_BATCH = 20
 
-# name -> (quantize_int8 settings, calibrated on the histogram budget of images rather than the full one)
+# name -> (quantize_int8 settings, calibrated on the histogram budget of images rather than the full one). An
+# export gets 7- or 8-bit weights as its CPU allows (weights_7bit): the next two rows are both, and each later one
+# changes one setting of what this CPU ships.
 VARIANTS = {
     "shipped: QDQ, per-channel, MinMax": ({}, False),
-    "8-bit weights (no reduce_range)": ({"reduce_range": False}, False),
+    "7-bit weights (reduce_range)": ({"reduce_range": True}, False),
+    "8-bit weights": ({"reduce_range": False}, False),
     "per-tensor weights": ({"per_channel": False}, False),
     "QOperator": ({"quant_format": "qoperator"}, False),
     "int8 activations (s8s8)": ({"activations": "int8"}, False),
@@ -139,9 +142,11 @@ def main(argv=None) -> int:
                       f"{best[name] / best['fp32']:.2f}"])
     text = md_table(header, table)
     command = "python benchmarks/int8_variants.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    shipped = "7-bit weights (no AVX512-VNNI)" if weights_7bit() else "8-bit weights (AVX512-VNNI)"
     intro = (f"{ckpt['model']['name']} at {pre.crop_size} px, threshold {threshold:.3f}; accuracy guard on the valid "
              f"split ({len(valid)} images, {int(y.sum())} fake); speed: batch {BATCH}, "
-             f"{torch.get_num_threads()} threads, best of {args.rounds} interleaved rounds.")
+             f"{torch.get_num_threads()} threads, best of {args.rounds} interleaved rounds. An export made on this "
+             f"CPU gets {shipped}.")
     print(intro + "\n\n" + text)
     if args.doc:
         args.doc.write_text(f"# int8 quantization variants\n\n`{command.strip()}`\n\n{intro}\n\n{text}\n")

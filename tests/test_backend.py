@@ -9,9 +9,10 @@ import sys
 
 import pytest
 
+from fakeface import detector
 from fakeface.checkpoint import load_checkpoint, save_atomic
 from fakeface.detector import choose_backend
-from fakeface.export import check_int8_accuracy, export_onnx, update_metadata
+from fakeface.export import check_int8_accuracy, export_onnx, update_metadata, weights_7bit
 from fakeface.files import file_sha256
 from fakeface.onnx_runtime import read_metadata
 
@@ -116,6 +117,28 @@ def test_forced_backends(exports, tmp_path):
         choose_backend(bare, "onnx-int8")
     with pytest.raises(ValueError, match="no onnx export"):
         choose_backend(bare, "onnx")
+
+
+def test_8bit_int8_weights_run_as_int8_only_on_a_cpu_that_keeps_them_exact(exports, tmp_path, monkeypatch):
+    run = run_folder(exports, tmp_path)
+    int8 = run / "best.int8.onnx"
+    assert read_metadata(int8)["quantization"]["reduce_range"] == weights_7bit()  # what this CPU's exports get
+    update_metadata(int8, quantization={**read_metadata(int8)["quantization"], "reduce_range": False})
+    monkeypatch.setattr(detector, "int8_full_range_safe", lambda: True)  # AVX512-VNNI
+    assert choose_backend(run).backend == "onnx-int8"
+
+    monkeypatch.setattr(detector, "int8_full_range_safe", lambda: False)  # AVX2 alone: the products saturate
+    choice = choose_backend(run)
+    assert choice.backend == "onnx" and choice.path == run / "best.int8.fp32.onnx" and choice.notable
+    assert "best.int8.onnx: its 8-bit weights saturate" in choice.reason
+    forced = choose_backend(run, "onnx-int8")  # the user's call; the reason warns
+    assert forced.backend == "onnx-int8" and "warning: its 8-bit weights saturate" in forced.reason
+    given = choose_backend(int8)
+    assert given.backend == "onnx-int8" and given.notable and "8-bit weights saturate" in given.reason
+    assert not choose_backend(run / "best.int8.fp32.onnx").notable  # fp32 runs anywhere
+
+    update_metadata(int8, quantization={**read_metadata(int8)["quantization"], "reduce_range": True})
+    assert choose_backend(run).backend == "onnx-int8"  # 7-bit weights are exact on any CPU
 
 
 def test_an_onnx_file_given_is_run_as_it_is(exports, tmp_path):

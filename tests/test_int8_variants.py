@@ -10,8 +10,9 @@ import onnx
 import pytest
 
 from conftest import REPO, make_folder_dataset
+from fakeface import export
 from fakeface.checkpoint import load_checkpoint, model_from_checkpoint
-from fakeface.export import ImageCalibrationReader, export_onnx, quantize_int8
+from fakeface.export import ImageCalibrationReader, export_onnx, quantize_int8, weights_7bit
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +44,16 @@ def largest_int8_weight(graph) -> int:
                if i.data_type == onnx.TensorProto.INT8)
 
 
-def test_settings_change_the_graph_as_named(fp32, tiny_run, tiny_lite_run):
+def test_settings_change_the_graph_as_named(fp32, tiny_run, tiny_lite_run, monkeypatch):
     shipped = quantized(fp32, tiny_run, tiny_lite_run, "shipped")
     assert not float_weight_convs(shipped)  # every convolution quantized
     assert "QLinearConv" not in {n.op_type for n in shipped.node}
-    assert largest_int8_weight(shipped) <= 64  # 7-bit weights
+    assert largest_int8_weight(quantized(fp32, tiny_run, tiny_lite_run, "7bit", reduce_range=True)) <= 64
     assert largest_int8_weight(quantized(fp32, tiny_run, tiny_lite_run, "8bit", reduce_range=False)) > 64
+    assert (largest_int8_weight(shipped) <= 64) == weights_7bit()  # what this CPU's exports get
+
+    monkeypatch.setattr(export, "int8_full_range_safe", lambda: False)  # a CPU without AVX512-VNNI
+    assert largest_int8_weight(quantized(fp32, tiny_run, tiny_lite_run, "avx2")) <= 64
 
     depthwise = {n.name for n in shipped.node if n.op_type == "Conv"
                  and any(a.name == "group" and a.i > 1 for a in n.attribute)}

@@ -459,6 +459,9 @@ def export(
         help="Dataset for int8: calibrates on its train split, then checks accuracy on its valid split.")] = None,
     calibration_images: Annotated[int, typer.Option(min=1, help="How many images to calibrate on.")] = 300,
     max_accuracy_drop: Annotated[float, typer.Option(help="Refuse int8 if accuracy drops more (points).")] = 0.5,
+    int8_weights: Annotated[str, typer.Option(
+        help="int8 weights: 7 (exact on every CPU), 8 (closer to fp32, exact only on CPUs with AVX512-VNNI; "
+             "elsewhere predict --backend auto uses fp32 instead) or auto (8 if this CPU has VNNI, else 7).")] = "auto",
 ):
     """Export to ONNX (preprocessing and threshold in its metadata), checked against PyTorch, optionally int8; or
     write a model folder to publish (--format folder)."""
@@ -474,10 +477,13 @@ def export(
         return
     if fmt != "onnx":
         raise fail(f"--format takes onnx or folder, got {fmt!r}")
+    reduce_range = {"auto": None, "7": True, "8": False}.get(int8_weights, "?")
+    if reduce_range == "?":
+        raise fail(f"--int8-weights takes auto, 7 or 8, got {int8_weights!r}")
     from .export import export_run
 
     export_run(checkpoint, out, quantize, calibration_data, calibration_images, max_accuracy_drop,
-               say=typer.echo, warn=lambda line: typer.echo(line, err=True))
+               say=typer.echo, warn=lambda line: typer.echo(line, err=True), reduce_range=reduce_range)
 
 
 @app.command()

@@ -33,7 +33,7 @@ from .checkpoint import (
     model_from_checkpoint,
     read_ensemble_calibration,
 )
-from .devices import resolve_device, resolve_precision
+from .devices import int8_full_range_safe, resolve_device, resolve_precision
 from .hub import exports_dir, resolve, source_digest
 from .models import parse_tta
 from .onnx_runtime import OnnxModelError, OnnxScorer, read_metadata, session, session_metadata
@@ -269,13 +269,23 @@ def int8_guard_verdict(meta: dict) -> tuple[bool, str]:
     return False, f"failed its accuracy guard: {words}"
 
 
+def int8_runs_here(meta: dict) -> tuple[bool, str]:
+    """(whether, why not) an int8 export's weights are exact on this CPU: 8-bit weights
+    (``quantization.reduce_range`` false) need one where :func:`fakeface.devices.int8_full_range_safe`."""
+    if (meta.get("quantization") or {}).get("reduce_range") is not False or int8_full_range_safe():
+        return True, ""
+    return False, ("its 8-bit weights saturate ONNX Runtime's int8 kernels on a CPU without AVX512-VNNI, like this "
+                   "one (made on a VNNI CPU; `fakeface export --int8-weights 7` makes one for any CPU)")
+
+
 def choose_backend(checkpoint: str | os.PathLike, backend: str = "auto", device: str = "auto",
                    precision: str = "auto", make_export: bool = False) -> BackendChoice:
     """Which model file runs for ``checkpoint``, and why.
 
     ``as-given`` runs a checkpoint with PyTorch and an export with ONNX Runtime (what evaluation measures).
     ``auto`` takes the fastest usable export of the checkpoint beside it (:func:`exports_beside`): int8 if its
-    metadata says it passed its accuracy guard, else fp32 ONNX, else the checkpoint with PyTorch
+    metadata says it passed its accuracy guard and its weights are exact on this CPU (:func:`int8_runs_here`),
+    else fp32 ONNX, else the checkpoint with PyTorch
     (benchmarks/inference.py measures that order). With ``make_export``, a checkpoint without a usable export
     gets an fp32 one made beside it first (:func:`fakeface.export.export_beside`), or PyTorch with the reason when
     that is not possible. ``auto`` keeps PyTorch on a GPU and when a ``precision`` other than ``auto`` is asked
@@ -291,10 +301,13 @@ def choose_backend(checkpoint: str | os.PathLike, backend: str = "auto", device:
     if backend == AS_GIVEN:
         return BackendChoice(path, "pytorch", "a checkpoint was given", notable=False)
     if path.suffix.lower() == ".onnx":
-        kind = "onnx-int8" if read_metadata(path).get("precision") == "int8" else "onnx"
+        meta = read_metadata(path)
+        kind = "onnx-int8" if meta.get("precision") == "int8" else "onnx"
         if backend not in ("auto", kind):
             raise ValueError(f"{path} is an {kind} export; --backend {backend} needs the checkpoint it came from")
-        return BackendChoice(path, kind, "an ONNX export was given", notable=False)
+        runs, why = int8_runs_here(meta)
+        return BackendChoice(path, kind, "an ONNX export was given" + ("" if runs else f": warning, {why}"),
+                             notable=not runs)
     if backend == "pytorch":
         return BackendChoice(path, "pytorch", "asked for")
     if backend == "auto":
@@ -315,12 +328,14 @@ def choose_backend(checkpoint: str | os.PathLike, backend: str = "auto", device:
                              f"fakeface export --checkpoint {path}{flags}")
         p, meta = by_kind[backend][0]
         guard = f", {int8_guard_verdict(meta)[1]}" if backend == "onnx-int8" else ""
-        return BackendChoice(p, backend, f"asked for: {p.name}{guard}")
+        runs, why = int8_runs_here(meta)
+        return BackendChoice(p, backend, f"asked for: {p.name}{guard}" + ("" if runs else f"; warning: {why}"))
     for p, meta in by_kind["onnx-int8"]:
         passed, words = int8_guard_verdict(meta)
-        if passed:
+        runs, why = int8_runs_here(meta)
+        if passed and runs:
             return BackendChoice(p, "onnx-int8", f"{p.name}, int8 export of this checkpoint, {words}")
-        passed_over.append(f"{p.name}: {words}")
+        passed_over.append(f"{p.name}: {words if not passed else why}")
     ignored = f"; passed over {'; '.join(passed_over)}" if passed_over else ""
     if by_kind["onnx"]:
         p = by_kind["onnx"][0][0]

@@ -31,6 +31,14 @@ def cpu_has_fast_bf16() -> bool:
     return bool(amx or avx)
 
 
+def int8_full_range_safe() -> bool:
+    """True on x86 CPUs with AVX512-VNNI, whose dot-product instruction adds uint8 x int8 products in 32 bits, so
+    ONNX Runtime's int8 kernels stay exact with full-range (8-bit) weights. With AVX2 alone they add pairs of
+    products in 16 bits, which 8-bit weights saturate; ORT's quantization guide says to use 7-bit weights
+    (reduce_range) there, and so does fakeface wherever this is False (other CPUs included, unmeasured)."""
+    return bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
+
+
 def resolve_precision(name: str, device: torch.device, model: str | None = None) -> str:
     """``auto``: bf16 on CUDA where supported (fp16 + grad scaler otherwise); on CPUs with AMX/AVX512-BF16, bf16
     for models whose registry entry says it is faster there (benchmarks/train_step.py: ~2x for

@@ -42,6 +42,7 @@ from .checkpoint import (
     validation_samples,
 )
 from .data import DataError, FaceDataset, Sample, decoded_batches, discover
+from .devices import int8_full_range_safe
 from .files import atomic_path, file_sha256, temp_path_beside
 from .hub import exports_dir, source_digest
 from .images import ImageLoadError, load_image
@@ -264,13 +265,22 @@ def _kept_nodes(path: Path, keep: Sequence[str]) -> list[str]:
     return names
 
 
+def weights_7bit() -> bool:
+    """Whether an int8 export made here gets 7-bit weights (ORT's ``reduce_range``): on every CPU but those where
+    8-bit weights are exact (:func:`fakeface.devices.int8_full_range_safe`). 8-bit weights follow fp32 more
+    closely, and the accuracy guard measures them on the CPU that will usually run them; an export carried to a
+    CPU without VNNI falls back to fp32 there (:func:`fakeface.detector.int8_runs_here`)."""
+    return not int8_full_range_safe()
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, reader: ImageCalibrationReader, per_channel: bool = True,
-                  reduce_range: bool = True, quant_format: str = "qdq", calibration: str = "minmax",
+                  reduce_range: bool | None = None, quant_format: str = "qdq", calibration: str = "minmax",
                   activations: str = "uint8", keep_fp32: Sequence[str] = (), fuse_relu6: bool = True) -> None:
     """Static int8 quantization of an fp32 export, calibrated on ``reader``'s images; the classifier head stays
     fp32. The defaults are what ``fakeface export`` ships; the others exist for ``benchmarks/int8_variants.py``.
 
     Args:
+        reduce_range: 7-bit int8 weights; None: :func:`weights_7bit` for this CPU.
         quant_format: "qdq" or "qoperator". calibration: "minmax", "percentile" (99.999) or "entropy" (the
             histogram methods keep every calibration activation in memory: about 80 MB per 256 px image for
             EfficientNet-Lite0, so a hundred images, not hundreds). activations: "uint8" or "int8".
@@ -295,10 +305,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, reader: ImageCalibrationReade
         quantize_static(
             str(prepared), str(out_path), reader,
             quant_format=formats[quant_format],  # QDQ: what ORT's CPU kernels are optimised for since 1.11
-            # uint8 activations x int8 weights: ORT's recommendation for x86. 7-bit weights (reduce_range) by
-            # default: on CPUs without VNNI, u8 x s8 products saturate and the int8 model stops following fp32,
-            # and an export is often run on another CPU than the one that made (and checked) it.
-            activation_type=types[activations], weight_type=QuantType.QInt8, reduce_range=reduce_range,
+            # uint8 activations x int8 weights: ORT's recommendation for x86 (weights_7bit says which range).
+            activation_type=types[activations], weight_type=QuantType.QInt8,
+            reduce_range=weights_7bit() if reduce_range is None else reduce_range,
             # Per output channel: after BatchNorm folding the conv channels' weight ranges differ a lot.
             per_channel=per_channel,
             # MinMax keeps only each tensor's per-batch min and max (ReduceMin/ReduceMax outputs), so memory stays
@@ -319,7 +328,7 @@ def export_onnx(
     tolerance: float = DEFAULT_TOLERANCE,
     check_images: Sequence[str | os.PathLike] | None = None,
     per_channel: bool = True,
-    reduce_range: bool = True,
+    reduce_range: bool | None = None,
     calibration_batch_size: int = 16,
 ) -> dict:
     """Export a checkpoint to ONNX (fp32, or int8 with ``quantize="int8"``), check it, return a report.
@@ -338,8 +347,9 @@ def export_onnx(
         calibration_data: image files for int8 calibration (a few hundred of the training distribution).
         tolerance: max |P(fake) ONNX - P(fake) PyTorch fp32| allowed for the fp32 export.
         check_images: image files to compare on; ``None``: a seeded batch of random pixels.
-        per_channel, reduce_range: int8 weight quantization per output channel; 7-bit weights, which keep int8
-            right on CPUs without VNNI (False: 8-bit, only for files run on VNNI CPUs).
+        per_channel, reduce_range: int8 weight quantization per output channel; 7-bit weights (None:
+            :func:`weights_7bit` for this CPU; the metadata records which, and ``predict`` runs an export with
+            8-bit weights only on a CPU where they are exact).
         calibration_batch_size: images per calibration batch (bounds calibration memory).
 
     Returns:
@@ -388,6 +398,7 @@ def export_onnx(
             return report
 
         reader = ImageCalibrationReader(calibration_data, preprocess, calibration_batch_size)
+        reduce_range = weights_7bit() if reduce_range is None else reduce_range
         try:
             quantize_int8(tmp_fp32, tmp_int8, reader, per_channel, reduce_range)
         except Exception:
@@ -551,7 +562,7 @@ def int8_data(calibration_data: str | os.PathLike, n_images: int = INT8_CALIBRAT
 def export_run(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, quantize: str | None = None,
                calibration_data: str | os.PathLike | None = None, calibration_images: int = INT8_CALIBRATION_IMAGES,
                max_accuracy_drop: float = 0.5, say: Callable[[str], None] = print,
-               warn: Callable[[str], None] = print) -> list[dict]:
+               warn: Callable[[str], None] = print, reduce_range: bool | None = None) -> list[dict]:
     """The library side of ``fakeface export``: export a checkpoint, a run folder or each member of an ensemble
     run (beside its checkpoint unless ``out``), and for int8 run the accuracy guard.
 
@@ -559,7 +570,8 @@ def export_run(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     test) split, else the run's own validation split; seeded noise otherwise - its report's ``checked_on`` says
     which. ``say`` gets one line per result as it comes, ``warn`` skipped files. An int8 model that loses more
     than ``max_accuracy_drop`` accuracy points, or whose accuracy cannot be checked, is removed and
-    :class:`Int8Refused` raised (its fp32 model stays). Returns each export's report (``int8`` reports add
+    :class:`Int8Refused` raised (its fp32 model stays). ``reduce_range``: see :func:`export_onnx`. Returns each
+    export's report (``int8`` reports add
     ``accuracy_check``: :func:`check_int8_accuracy`'s result).
     """
     if quantize not in (None, "int8"):
@@ -580,7 +592,8 @@ def export_run(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
         else:
             check_images, source = _run_check_images(load_checkpoint(target))
         path = Path(out) if out is not None else default_export_path(target, quantize)
-        report = export_onnx(target, path, quantize=quantize, calibration_data=calibration, check_images=check_images)
+        report = export_onnx(target, path, quantize=quantize, calibration_data=calibration, check_images=check_images,
+                             reduce_range=reduce_range)
         report["checked_on"] += f" ({source})" if "noise" in report["checked_on"] else f" of {source}"
         reports.append(report)
         say(f"fp32: {report['fp32']['path']}  max |dP| vs PyTorch {report['fp32']['max_abs_diff_p']:.2e} "
@@ -588,7 +601,8 @@ def export_run(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
         if quantize is None:
             continue
         int8 = report["int8"]
-        say(f"int8: {int8['path']}  max |dP| vs fp32 {int8['max_abs_diff_p_vs_fp32']:.3f}")
+        bits = "7-bit weights" if int8["reduce_range"] else "8-bit weights (runs as int8 on VNNI CPUs only)"
+        say(f"int8: {int8['path']} ({bits})  max |dP| vs fp32 {int8['max_abs_diff_p_vs_fp32']:.3f}")
         if int8["skipped_calibration_images"]:
             warn(f"skipped {len(int8['skipped_calibration_images'])} unreadable calibration image(s), "
                  f"e.g. {int8['skipped_calibration_images'][0]}")
