@@ -4,6 +4,7 @@
                                       [--data configs/data/faces140k-plus-stylegan2.csv]
                                       [--suite configs/benchmarks/shared-heldout.yaml]
                                       [--seed 0] [--from-run RUN] [--out src/fakeface/default]
+    python benchmarks/make_default.py --only-int8 [--out src/fakeface/default]
 
 Trains the recipe in ``--config`` on the data's train split with ``--seed`` (or, with ``--from-run``, takes a
 run trained elsewhere, e.g. on a GPU), calibrates it on the valid split (the config's ``calibrate`` policy,
@@ -141,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                          "no image the data trains on")
     ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                     help="ship the int8 ONNX export in the folder where it passes its accuracy guard")
+    ap.add_argument("--only-int8", action="store_true",
+                    help="remake only the int8 export of the folder at --out (after a change of the exporter); its "
+                         "weights, card and metrics stay")
     ap.add_argument("--examples", type=Path, default=REPO / "examples",
                     help="write what the detector says of these into their expected.csv (only with the default --out)")
     args = ap.parse_args(argv)
@@ -148,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         args.suite = None
     say = print
     t0 = time.perf_counter()
+    if args.only_int8:
+        for old in args.out.glob("*.onnx"):
+            old.unlink()
+        return 0 if ship_int8(args.out, args.data, say) else 1
     work = args.work.resolve()
     cfg = load_config(args.config, {"data": str(args.data), "out": str(work / "run"), "seed": args.seed,
                                     "epochs": args.epochs, "limit_train": args.limit_train, "workers": 0})
