@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                          "no image the data trains on")
     ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                     help="ship the int8 ONNX export in the folder where it passes its accuracy guard")
+    ap.add_argument("--max-accuracy-drop", type=float, default=0.5, help="the int8 accuracy guard's limit (points)")
     ap.add_argument("--only-int8", action="store_true",
                     help="remake only the int8 export of the folder at --out (after a change of the exporter); its "
                          "weights, card and metrics stay")
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_int8:
         for old in args.out.glob("*.onnx"):
             old.unlink()
-        return 0 if ship_int8(args.out, args.data, say) else 1
+        return 0 if ship_int8(args.out, args.data, say, args.max_accuracy_drop) else 1
     work = args.work.resolve()
     cfg = load_config(args.config, {"data": str(args.data), "out": str(work / "run"), "seed": args.seed,
                                     "epochs": args.epochs, "limit_train": args.limit_train, "workers": 0})
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                          license=LICENSE, extra={"release": release, "provenance": provenance, "metrics": metrics,
                                 **({"benchmark": bench} if bench else {})})
     check = compare_folder(folder, package, args.data)
-    int8 = ship_int8(folder, args.data, say) if args.int8 else None
+    int8 = ship_int8(folder, args.data, say, args.max_accuracy_drop) if args.int8 else None
     size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in (".safetensors", ".onnx")) / 1e6
     say(f"wrote {folder}: weights {size_mb:.1f} MB ({args.dtype}{' and its int8 ONNX export' if int8 else ''}); "
         f"test ROC-AUC {check['folder']['roc_auc']:.4f} "
@@ -231,13 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def ship_int8(folder: Path, data: Path, say) -> Path | None:
+def ship_int8(folder: Path, data: Path, say, max_accuracy_drop: float = 0.5) -> Path | None:
     """The folder's int8 ONNX export, beside its weights, where ``predict``/``serve`` take it without an export
     step of their own (the fastest backend on a CPU); kept only where it passes the int8 accuracy guard on the
     data's valid split. Its fp32 intermediate is not shipped: first use makes one in the user cache if needed."""
     out = folder / f"{FOLDER_WEIGHTS.rsplit('.', 1)[0]}.int8.onnx"
     try:
-        export_run(folder, out, quantize="int8", calibration_data=data, say=say, warn=say)  # guard in its metadata
+        export_run(folder, out, quantize="int8", calibration_data=data, max_accuracy_drop=max_accuracy_drop,
+                   say=say, warn=say)  # the guard's verdict goes into its metadata
     except Int8Refused as e:
         say(f"no int8 model shipped: {e}")
         return None

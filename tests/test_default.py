@@ -17,9 +17,17 @@ import yaml
 from fakeface import hub
 from fakeface.checkpoint import load_checkpoint
 from fakeface.data import discover
-from fakeface.detector import load_detector
-from fakeface.hub import FolderError, default_detector_dir, default_provisional, load_folder, read_config
+from fakeface.detector import choose_backend, int8_runs_here, load_detector
+from fakeface.hub import (
+    FolderError,
+    default_detector_dir,
+    default_provisional,
+    load_folder,
+    read_config,
+    source_digest,
+)
 from fakeface.metrics import compute_metrics
+from fakeface.onnx_runtime import read_metadata
 from fakeface.predict import predict_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,3 +100,18 @@ def test_make_default_packages_a_run(tiny_run, tmp_path, capsys):
     p = [r["p_fake"] for r in predict_paths(detector, [str(next((data / "test").rglob("*.jpg")))], workers=0)]
     assert np.isfinite(p).all()
     assert (REPO / "examples" / "expected.csv").read_bytes() == expected  # only the shipped default writes it
+
+    # --only-int8 remakes the int8 file alone, for these very weights and config, which stay as they were
+    out = tmp_path / "out"
+    kept = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".onnx"}
+    (out / "model.int8.onnx").write_bytes(b"an int8 file of an older exporter")
+    rc = _make_default().main(["--only-int8", "--out", str(out), "--data", str(data), "--max-accuracy-drop", "100"])
+    assert rc == 0, capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".onnx"} == kept
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["model.int8.onnx"]  # no fp32 intermediate shipped
+    meta = read_metadata(out / "model.int8.onnx")
+    assert meta["source_sha256"] == source_digest(out / "model.safetensors") and meta["accuracy_guard"]["passed"]
+    choice = choose_backend(out)  # used where it is exact (every CPU but those without VNNI for 8-bit weights)
+    assert (choice.backend == "onnx-int8") is int8_runs_here(meta)[0]
+    rc = _make_default().main(["--only-int8", "--out", str(out), "--data", str(data), "--max-accuracy-drop", "-1"])
+    assert rc == 1 and not list(out.glob("*.onnx"))  # refused: the folder keeps no int8 file
